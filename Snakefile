@@ -1,0 +1,26 @@
+# ReSet: rejection sampling for continued self-instruction tuning.
+# `snakemake -c2` runs the embedded demo; `--configfile experiments/paper.yaml`
+# switches to the paper's scale. Every output lands under results/{experiment}/.
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/train.smk"
+include: "rules/sample.smk"
+include: "rules/judge.smk"
+include: "rules/curate.smk"
+include: "rules/evaluate.smk"
+include: "rules/report.smk"
+
+
+rule all:
+    input:
+        all_targets(),
+    default_target: True

@@ -1,0 +1,1 @@
+# data stage (see docs/design.md)
