@@ -7,6 +7,11 @@ from pathlib import Path
 
 import pytest
 
+# Tests never reach a hub: code that would download must fail fast instead.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
 REPO = Path(__file__).resolve().parents[1]
 # Converted models are cached between test runs (git-ignored); RESET_TEST_CACHE moves it.
 CACHE = Path(os.environ.get("RESET_TEST_CACHE", REPO / ".cache" / "test-models"))
