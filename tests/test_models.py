@@ -1,0 +1,74 @@
+"""Model sources load safely: safetensors only, remote code only when allowed."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+
+from reset.models import build_tiny_llama, embedded_gguf, load_causal_lm, load_tokenizer, source_slug
+
+
+def test_slug_is_stable_readable_and_distinct():
+    assert source_slug("huggyllama/llama-7b") == source_slug("huggyllama/llama-7b")
+    assert source_slug("huggyllama/llama-7b").startswith("huggyllama--llama-7b-")
+    assert source_slug("a/b") != source_slug("a-b")
+    assert "/" not in source_slug("/abs/path/to/model")
+
+
+def test_embedded_gguf_is_found_and_unknown_names_are_refused():
+    assert embedded_gguf("smollm2").suffix == ".gguf"
+    with pytest.raises(ValueError, match="unknown embedded model"):
+        embedded_gguf("gpt5")
+
+
+def test_converted_model_is_safetensors_and_generates(smollm2_dir):
+    assert (smollm2_dir / "model.safetensors").exists()
+    assert not list(smollm2_dir.glob("*.bin"))
+    model = load_causal_lm(smollm2_dir)
+    tokenizer = load_tokenizer(smollm2_dir)
+    assert model.dtype == torch.float32
+    assert "quantization_config" not in model.config.to_dict()
+    batch = tokenizer(["The capital of France is"], return_tensors="pt")
+    out = model.generate(**batch, max_new_tokens=3, do_sample=False)
+    assert out.shape[1] == batch["input_ids"].shape[1] + 3
+
+
+def test_pickled_weights_are_refused(tiny_llama_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    pickled = tmp_path / "pickled"
+    shutil.copytree(tiny_llama_dir, pickled)
+    state = load_file(pickled / "model.safetensors")
+    (pickled / "model.safetensors").unlink()
+    torch.save(state, pickled / "pytorch_model.bin")
+    with pytest.raises(FileNotFoundError, match="no .safetensors weights"):
+        load_causal_lm(pickled)
+
+
+def test_missing_model_dir_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_causal_lm(tmp_path / "nowhere")
+
+
+def test_tiny_llama_is_deterministic(smollm2_dir, tmp_path):
+    build_tiny_llama(tmp_path / "a", smollm2_dir, seed=3)
+    build_tiny_llama(tmp_path / "b", smollm2_dir, seed=3)
+    assert (tmp_path / "a/model.safetensors").read_bytes() == (tmp_path / "b/model.safetensors").read_bytes()
+
+
+def test_remote_code_is_off_by_default(tiny_llama_dir, monkeypatch):
+    import transformers
+
+    seen = {}
+    real = transformers.AutoModelForCausalLM.from_pretrained
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", spy)
+    load_causal_lm(tiny_llama_dir)
+    assert seen["trust_remote_code"] is False
+    assert seen["use_safetensors"] is True
