@@ -2,9 +2,16 @@
 # `snakemake -c2` runs the embedded demo; `--configfile experiments/paper.yaml`
 # switches to the paper's scale. Every output lands under results/{experiment}/.
 
+import os
+import sys
+
 from snakemake.utils import min_version
 
 min_version("9.0")
+
+# Rules call `python -m reset...`: make that the interpreter running Snakemake
+# (the project's .venv), whatever PATH the user's shell has.
+os.environ["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
 
 
 configfile: "config.yaml"

@@ -36,6 +36,9 @@ def atomic_dir(path):
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
+        # mkdtemp and some writers create private modes; outputs are shared files
+        for sub in tmp.rglob("*"):
+            os.chmod(sub, (0o777 if sub.is_dir() else 0o666) & ~_umask())
         os.chmod(tmp, 0o777 & ~_umask())
         if path.exists():
             shutil.rmtree(path)
