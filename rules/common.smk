@@ -145,6 +145,250 @@ def nli_model_dir():
     return pretrained_dir(config["judges"]["nli"]["model"])
 
 
+# ---------------------------------------------------------------- data
+# (data layer: prepare_dataset*, build_mixture and prepare_model in rules/data.smk)
+
+from reset.sources import local_files, source_map  # standard library only
+
+DATASETS_OF_SHAPE = {
+    shape: [n for n in DATASETS if SPLITS[n] == list(shape)]
+    for shape in [("train", "dev"), ("eval",), ("train", "dev", "eval")]
+}
+
+
+def dataset_raw_inputs(wildcards):
+    """Local files of a dataset's source(s), so editing them re-runs it.
+
+    Hub ids add nothing (no network at DAG time); a local path that does not
+    exist yet adds nothing either, so the job itself fails naming the file.
+    """
+    sources = source_map(config["datasets"][wildcards.dataset]["source"])
+    return [f for src in sources.values() for f in local_files(src)]
+
+
+def if_train_splits():
+    return [res("data", n, f"{s}.parquet") for n in MIXTURES["if"] for s in SPLITS[n]]
+
+
+def dataset_seen_inputs(wildcards):
+    """IF evaluation sets keep only instructions not seen in the IF training sets."""
+    return if_train_splits() if KIND[wildcards.dataset] == "if" else []
+
+
+def dataset_eval_cap(name):
+    if "eval" not in SPLITS[name]:
+        return None
+    cap = config["datasets"][name].get("eval_cap")
+    if cap:
+        return cap
+    return config["data"]["eval_cap_if" if KIND[name] == "if" else "eval_cap_context"]
+
+
+def _split_pairs(value):
+    """A source or hub split: a string as is, a mapping as split=VALUE pairs."""
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        return [f"{k}={v}" for k, v in value.items()]
+    return [value]
+
+
+def dataset_args(wildcards):
+    """Flags of `python -m reset.data prepare` for a dataset, from config.datasets and config.data."""
+    name = wildcards.dataset
+    cfg, data, splits = config["datasets"][name], config["data"], SPLITS[name]
+    lang = None
+    if "lang" in cfg:
+        lang = "any" if cfg["lang"] is None else cfg["lang"]
+    return cli_args({
+        "--dataset": name,
+        "--source": _split_pairs(cfg["source"]),
+        "--format": cfg.get("format"),
+        "--hub-name": cfg.get("name"),
+        "--hub-split": _split_pairs(cfg.get("split")),
+        "--revision": cfg.get("revision"),
+        "--lang": lang,
+        "--split-seed": data["split_seed"],
+        "--dev-fraction": data["dev_fraction"] if "dev" in splits else None,
+        "--dev-min": data.get("dev_min", 2) if "dev" in splits else None,
+        "--eval-fraction": data["eval_fraction"] if {"train", "eval"} <= set(splits) else None,
+        "--eval-cap": dataset_eval_cap(name),
+        "--max-passages": data["max_passages"] if KIND[name].endswith("_qa") else None,
+    })
+
+
+def dataset_seen_args(wildcards, input):
+    return cli_args({"--seen": list(input.seen)}) if input.seen else ""
+
+
+def mixture_inputs(split):
+    return lambda wildcards: [res("data", n, f"{split}.parquet") for n in MIXTURES[wildcards.mixture]]
+
+
+def data_mixture_targets():
+    return [res("data", "mixtures", m, f"{split}.parquet") for m in MIXTURES for split in ("train", "dev")]
+
+
+def model_prepare_args(wildcards):
+    """Flags of `python -m reset.models prepare` for the source behind a pretrained slug."""
+    source = all_model_sources()[wildcards.slug]
+    options = model_options(source)
+    return cli_args({
+        "--source": source,
+        "--revision": options.get("revision"),
+        "--trust-remote-code": trusts_remote_code(source),
+        "--allow-pickle-weights": bool(options.get("allow_pickle_weights")),
+    })
+
+
+# ---------------------------------------------------------------- evaluation
+# (evaluation and report layers: rules/evaluate.smk, rules/report.smk)
+
+
+def eval_data():
+    """The prepared evaluation split of every evaluation set (config evaluation.seen + unseen)."""
+    return [res("data", name, "eval.parquet") for name in EVAL_DATASETS]
+
+
+def eval_shards():
+    return list(range(config["evaluation"]["shards"]))
+
+
+def trajectories_enabled():
+    return bool(config["evaluation"].get("trajectories", True))
+
+
+def trajectory_model_dir(variant, seed, point):
+    """Model of a trajectory point: best = the variant's best checkpoint, first/last = kept ones."""
+    if point == "best":
+        return res("models", variant, f"seed{seed}")
+    return res("trajectory", variant, f"seed{seed}", point)
+
+
+def eval_scored(variant, seed, point=None):
+    """Scored evaluation parquets of one model (point: first/best/last for trajectories)."""
+    if point is None:
+        return [res("eval", variant, f"seed{seed}", f"{name}.parquet") for name in EVAL_DATASETS]
+    return [res("eval_trajectory", variant, f"seed{seed}", point, f"{name}.parquet") for name in EVAL_DATASETS]
+
+
+def all_eval_scored():
+    return [p for variant in VARIANTS for seed in SEEDS for p in eval_scored(variant, seed)]
+
+
+def all_trajectory_scored():
+    return [p for variant in TRAJECTORY_VARIANTS for seed in SEEDS
+            for point in ("first", "best", "last") for p in eval_scored(variant, seed, point)]
+
+
+def eval_generate_args():
+    ev = config["evaluation"]
+    return cli_args({"--shards": ev["shards"], "--max-new-tokens": ev["max_new_tokens"],
+                     "--batch-size": ev["batch_size"]})
+
+
+def eval_score_args():
+    """Judge and NLI flags of `python -m reset.evaluate score` (judges.if, judges.nli)."""
+    import json
+
+    nli = config["judges"]["nli"]
+    return cli_args({
+        "--datasets": EVAL_DATASETS,
+        "--judge-config": json.dumps(config["judges"]["if"], sort_keys=True),
+        "--judge-model-dir": judge_model_dir("if"),
+        "--judge-cache": res("cache", "judge.sqlite"),
+        "--max-usd": config["judges"].get("max_usd"),
+        "--nli-backend": nli["backend"],
+        "--nli-model-dir": nli_model_dir(),
+        "--nli-ent-idx": nli.get("ent_idx"),
+        "--nli-con-idx": nli.get("con_idx"),
+        "--nli-max-length": nli.get("max_length"),
+        "--nli-max-chunks": nli.get("max_chunks"),
+        "--nli-batch-size": nli.get("batch_size"),
+    })
+
+
+def eval_score_models():
+    """Local judge and NLI model directories the scoring jobs load."""
+    return [d for d in (judge_model_dir("if"), nli_model_dir()) if d]
+
+
+def eval_set_args():
+    return cli_args({"--seeds": SEEDS, "--seen": config["evaluation"]["seen"],
+                     "--unseen": config["evaluation"]["unseen"]})
+
+
+REPORT_TABLES = [
+    "main_results.csv", "main_results.md", "main_results.tex", "main_results_by_seed.csv",
+    "two_stage.csv", "two_stage.md", "two_stage.tex", "coverage.csv", "coverage.md", "coverage.tex", "lengths.csv",
+]
+REPORT_FIGURES = ["tradeoff.png", "two_stage.png", "lengths.png"]
+
+
+def report_inputs():
+    """Tables and figures the HTML report embeds (trajectories when evaluation.trajectories)."""
+    out = [res("tables", f) for f in REPORT_TABLES] + [res("figures", f) for f in REPORT_FIGURES]
+    if trajectories_enabled():
+        out += [res("tables", "trajectory.csv"), res("figures", "trajectory.png")]
+    return out
+
+
+def report_targets():
+    return report_inputs() + [res("provenance.json"), res("report.html")]
+
+
+def evaluation_targets():
+    out = all_eval_scored()
+    if trajectories_enabled():
+        out += all_trajectory_scored()
+    return out
+
+
+# ---------------------------------------------------------------- training
+# (training layer: rule train in rules/train.smk)
+
+
+def checkpoint_dir(variant, seed):
+    """Trainer checkpoints of a job: not an output, so a killed job's survive for resuming."""
+    return res("checkpoints", variant, f"seed{seed}")
+
+
+def train_args(wildcards):
+    """Flags of `python -m reset.train` for a variant: its learning rate and batch kind from VARIANTS."""
+    tr, spec = config["training"], VARIANTS[wildcards.trained]
+    return cli_args({
+        "--learning-rate": tr[spec["lr"]],
+        "--effective-batch": tr[f"effective_batch_{spec['batch']}"],
+        "--per-device-batch": tr["per_device_batch"],
+        "--seed": wildcards.seed,
+        "--max-seq-length": tr["max_seq_length"],
+        "--weight-decay": tr.get("weight_decay", 0.0),
+        "--warmup-ratio": tr.get("warmup_ratio", 0.03),
+        "--lr-scheduler": tr.get("lr_scheduler", "cosine"),
+        "--num-epochs": tr.get("num_epochs", 1),
+        "--max-steps": tr.get("max_steps"),
+        "--save-steps": tr["save_steps"],
+        "--max-train-examples": tr.get("max_train_examples"),
+        "--max-dev-examples": tr.get("max_dev_examples"),
+        "--logging-steps": tr.get("logging_steps", 10),
+        "--gradient-checkpointing": bool(tr.get("gradient_checkpointing", False)),
+        "--trust-remote-code": any(trusts_remote_code(model_source_for_role(r)) for r in ("base", "instruct")),
+    })
+
+
+def train_launcher(wildcards, resources):
+    """Single process on CPU; with GPUs one process per GPU under ZeRO-3 (one job = one node)."""
+    gpus = int(resources.get("gpu", 0))
+    if gpus < 1:
+        return "python -m reset.train"
+    return (f"python -m torch.distributed.run --standalone --nproc_per_node {gpus} -m reset.train "
+            f"--deepspeed {shlex.quote(config['training']['deepspeed_config'])}")
+
+
+def training_targets():
+    return [res("models", v, f"seed{s}", "training_summary.json") for v in TRAINED_VARIANTS for s in SEEDS]
+
+
 # ---------------------------------------------------------------- targets
 
 
