@@ -49,12 +49,26 @@ def embedded_gguf(name: str) -> Path:
     return path
 
 
+TASKS = ("causal-lm", "seq-cls")
+
+
 def prepare_model(source: str, out_dir, trust_remote_code: bool = False,
-                  revision: str | None = None, allow_pickle_weights: bool = False) -> None:
-    """Write `source` as a local safetensors model directory at `out_dir`."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+                  revision: str | None = None, allow_pickle_weights: bool = False,
+                  task: str = "causal-lm") -> None:
+    """Write `source` as a local safetensors model directory at `out_dir`.
+
+    task "seq-cls" is for NLI classifiers (SummaC at paper scale); everything
+    else is a causal LM.
+    """
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+
+    if task not in TASKS:
+        raise ValueError(f"unknown model task {task!r}; expected one of {TASKS}")
+    auto_model = AutoModelForSequenceClassification if task == "seq-cls" else AutoModelForCausalLM
 
     if source.startswith("embedded:"):
+        if task != "causal-lm":
+            raise ValueError(f"embedded model {source!r} is a causal LM, not a {task} model")
         gguf = embedded_gguf(source.split(":", 1)[1])
         log.info("de-quantising %s", gguf)
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
@@ -67,9 +81,11 @@ def prepare_model(source: str, out_dir, trust_remote_code: bool = False,
     else:
         if not Path(source).exists() and ("/" not in source or source.startswith((".", "/"))):
             raise FileNotFoundError(f"model source {source!r} is neither a local directory nor a hub id")
+        if Path(source).is_dir() and not allow_pickle_weights:
+            _check_safetensors(Path(source), hint="set models.<role>.allow_pickle_weights: true to convert them once")
         kwargs = {"trust_remote_code": trust_remote_code, "revision": revision}
         tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(
+        model = auto_model.from_pretrained(
             source, use_safetensors=None if allow_pickle_weights else True, dtype="auto", **kwargs
         )
     with atomic_dir(out_dir) as tmp:
@@ -78,12 +94,12 @@ def prepare_model(source: str, out_dir, trust_remote_code: bool = False,
         (tmp / "SOURCE").write_text(source + "\n")
 
 
-def _check_safetensors(model_dir: Path) -> None:
+def _check_safetensors(model_dir: Path, hint: str = "convert them with `python -m reset.models prepare`") -> None:
     if not model_dir.is_dir():
         raise FileNotFoundError(f"model directory {model_dir} does not exist")
     if not list(model_dir.glob("*.safetensors")):
         pickled = [p.name for p in model_dir.glob("*.bin")] + [p.name for p in model_dir.glob("*.pt")]
-        hint = f" (found pickled weights {pickled}; convert them with `python -m reset.models prepare`)" if pickled else ""
+        hint = f" (found pickled weights {pickled}; {hint})" if pickled else ""
         raise FileNotFoundError(f"{model_dir} holds no .safetensors weights{hint}")
 
 
@@ -153,6 +169,8 @@ def main(argv=None) -> int:
     prep.add_argument("--trust-remote-code", action="store_true")
     prep.add_argument("--allow-pickle-weights", action="store_true",
                       help="accept .bin weights at the source (converted to safetensors here)")
+    prep.add_argument("--task", choices=TASKS, default="causal-lm",
+                      help="model head: causal-lm (default) or seq-cls (NLI classifier)")
     tiny = sub.add_parser("tiny", help="build a tiny randomly initialised LLaMA for tests")
     tiny.add_argument("--tokenizer-from", required=True, help="model directory whose tokenizer to reuse")
     tiny.add_argument("--out", required=True)
@@ -162,7 +180,15 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "prepare":
-        prepare_model(args.source, args.out, args.trust_remote_code, args.revision, args.allow_pickle_weights)
+        try:
+            prepare_model(args.source, args.out, args.trust_remote_code, args.revision,
+                      args.allow_pickle_weights, args.task)
+        except (FileNotFoundError, ValueError) as err:  # bad source, pickled weights, remote code not allowed
+            hint = ""
+            if "trust_remote_code" in str(err) and not args.trust_remote_code:
+                hint = f"\nTo allow it, list {args.source!r} under models.trust_remote_code in the config."
+            log.error("%s%s", err, hint)
+            return 1
     else:
         build_tiny_llama(args.out, args.tokenizer_from, seed=args.seed,
                          hidden_size=args.hidden_size, num_layers=args.layers)

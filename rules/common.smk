@@ -18,6 +18,18 @@ from reset.variants import (
 )
 
 
+def check_api_key_env(config):
+    """A key pasted into api_key_env must stop the run without being echoed into any log."""
+    import re
+
+    for name, judge in (config.get("judges") or {}).items():
+        value = judge.get("api_key_env") if isinstance(judge, dict) else None
+        if value is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(value)):
+            raise ValueError(f"judges.{name}.api_key_env must be the name of an environment variable that holds "
+                             "the API key (e.g. OPENAI_API_KEY), never the key itself; the value is not shown")
+
+
+check_api_key_env(config)
 validate(config, schema="../schemas/config.schema.yaml")
 
 EXP = config["experiment"]
@@ -101,12 +113,24 @@ def all_model_sources():
 
 
 def model_options(source):
-    """Per-source options from config.models (revision, pickle allowance)."""
+    """Per-source options (revision, pickle allowance) from config.models or judges.nli."""
     for role in ("base", "instruct"):
         spec = config["models"][role]
         if spec["source"] == source:
             return spec
+    nli = config["judges"]["nli"]
+    if nli["model"] == source:
+        return nli
     return {}
+
+
+def model_task(source):
+    """seq-cls for a classifier NLI model, causal-lm for everything else."""
+    nli = config["judges"]["nli"]
+    causal_roles = [config["models"][r]["source"] for r in ("base", "instruct")]
+    if nli["model"] == source and nli["backend"] == "seq_cls" and source not in causal_roles:
+        return "seq-cls"
+    return "causal-lm"
 
 
 def variant_model_dir(variant, seed):
@@ -238,6 +262,7 @@ def model_prepare_args(wildcards):
         "--revision": options.get("revision"),
         "--trust-remote-code": trusts_remote_code(source),
         "--allow-pickle-weights": bool(options.get("allow_pickle_weights")),
+        "--task": model_task(source),
     })
 
 
@@ -387,6 +412,110 @@ def train_launcher(wildcards, resources):
 
 def training_targets():
     return [res("models", v, f"seed{s}", "training_summary.json") for v in TRAINED_VARIANTS for s in SEEDS]
+
+
+# ---------------------------------------------------------------- ReSet
+# (sampling, candidate judges, curation: rules/sample.smk, judge.smk, curate.smk)
+
+if config["curation"]["reset_s"]["rounds"] > config["sampling"]["rounds"]:
+    raise ValueError(
+        f"config: curation.reset_s.rounds ({config['curation']['reset_s']['rounds']}) exceeds "
+        f"sampling.rounds ({config['sampling']['rounds']}): ReSet-S ranks candidates of rounds that are never sampled"
+    )
+
+CURATED_JUDGE = {"reset": "if", "reset_s": "if_supercharged"}
+
+
+def sampling_pool_inputs():
+    """Train splits of each ReSet pool; the four IF train splits form the pool if_mix (not up-sampled)."""
+    return {pool: [res("data", n, "train.parquet") for n in (MIXTURES["if"] if pool == "if_mix" else [pool])]
+            for pool in SAMPLING_POOLS}
+
+
+def sampling_pool_args(wildcards, input):
+    return " ".join(cli_args({"--pool": [pool, *input[pool]]}) for pool in SAMPLING_POOLS)
+
+
+def sampling_subset_args():
+    s = config["sampling"]
+    return cli_args({"--per-pool": s["subset_per_dataset"], "--seed": s.get("seed", 0)})
+
+
+def sampling_model_dir():
+    """ReSet samples from instruct_mtl of sampling.source_seed."""
+    return res("models", "instruct_mtl", f"seed{config['sampling']['source_seed']}")
+
+
+def sampling_shards():
+    return [res("sampling", f"shard{i}.parquet") for i in range(config["sampling"]["shards"])]
+
+
+def sweep_args():
+    s = config["sampling"]
+    return cli_args({
+        "--shards": s["shards"], "--rounds": s["rounds"], "--temperatures": s["temperatures"],
+        "--top-ks": s["top_ks"], "--topk-temperature": s["topk_temperature"],
+        "--max-new-tokens": s["max_new_tokens"], "--batch-size": s["batch_size"], "--seed": s.get("seed", 0),
+    })
+
+
+def judge_rounds(judge):
+    """The main IF judge scores round 1; the ReSet-S judge every round ReSet-S ranks."""
+    return 1 if judge == "if" else config["curation"]["reset_s"]["rounds"]
+
+
+def judge_settings_json(judge):
+    import json
+
+    return json.dumps(config["judges"][judge], sort_keys=True)
+
+
+def judge_cache():
+    """The persistent IF judge cache (not an output: it outlives re-runs)."""
+    return res("cache", "judge.sqlite")
+
+
+def candidate_judge_inputs(wildcards):
+    """A candidate IF judge job needs its items, the cost estimate and, for a local judge, its model."""
+    out = {"judge_items": res("scores", "candidates", f"{wildcards.judge}_items.parquet"),
+           "estimate": res("judge_cost_estimate.json")}
+    if judge_model_dir(wildcards.judge):
+        out["model"] = judge_model_dir(wildcards.judge)
+    return out
+
+
+def candidate_judge_args(wildcards):
+    return cli_args({"--settings": judge_settings_json(wildcards.judge),
+                     "--model-dir": judge_model_dir(wildcards.judge), "--cache": judge_cache()})
+
+
+def judge_cost_args(wildcards, input):
+    jobs = " ".join(cli_args({"--job": [judge, judge_settings_json(judge), input[judge]]})
+                    for judge in ("if", "if_supercharged"))
+    return f"{jobs} {cli_args({'--max-usd': config['judges'].get('max_usd'), '--cache': judge_cache()})}"
+
+
+def candidate_nli_args():
+    nli = config["judges"]["nli"]
+    return cli_args({
+        "--nli-backend": nli["backend"], "--nli-model": nli_model_dir(), "--nli-ent-idx": nli.get("ent_idx"),
+        "--nli-con-idx": nli.get("con_idx"), "--nli-max-length": nli.get("max_length"),
+        "--nli-max-chunks": nli.get("max_chunks"), "--nli-batch-size": nli.get("batch_size"),
+    })
+
+
+def curate_args(wildcards):
+    cur = config["curation"]
+    reset_s = wildcards.curated == "reset_s"
+    return cli_args({
+        "--name": wildcards.curated, "--if-weight": cur["if_weight"],
+        "--rounds": cur["reset_s"]["rounds"] if reset_s else 1,
+        "--per-pool": cur["reset_s"]["per_dataset"] if reset_s else cur["per_dataset"],
+    })
+
+
+def reset_targets():
+    return [res("curated", "reset.parquet"), res("curated", "reset_s.parquet"), res("judge_cost_estimate.json")]
 
 
 # ---------------------------------------------------------------- targets

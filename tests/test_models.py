@@ -72,3 +72,42 @@ def test_remote_code_is_off_by_default(tiny_llama_dir, monkeypatch):
     load_causal_lm(tiny_llama_dir)
     assert seen["trust_remote_code"] is False
     assert seen["use_safetensors"] is True
+
+
+def _tiny_classifier(tokenizer_dir, out_dir, pickled=False):
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1,
+                        num_attention_heads=2, intermediate_size=32, num_labels=3)
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(config)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    if pickled:  # transformers 5 only writes safetensors; make an old-style .bin checkpoint
+        (out_dir / "model.safetensors").unlink()
+        torch.save(model.state_dict(), out_dir / "pytorch_model.bin")
+
+
+def test_nli_classifier_is_prepared_as_sequence_classifier(smollm2_dir, tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    from reset.models import prepare_model
+
+    _tiny_classifier(smollm2_dir, tmp_path / "src")
+    prepare_model(str(tmp_path / "src"), tmp_path / "out", task="seq-cls")
+    assert (tmp_path / "out/model.safetensors").exists()
+    model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "out", use_safetensors=True)
+    assert model.config.num_labels == 3
+
+
+def test_pickled_source_needs_explicit_permission(smollm2_dir, tmp_path):
+    from reset.models import prepare_model
+
+    _tiny_classifier(smollm2_dir, tmp_path / "src", pickled=True)
+    assert not list((tmp_path / "src").glob("*.safetensors"))
+    with pytest.raises(Exception):  # noqa: B017 - transformers' own error type varies by version
+        prepare_model(str(tmp_path / "src"), tmp_path / "refused", task="seq-cls")
+    assert not (tmp_path / "refused").exists()
+    prepare_model(str(tmp_path / "src"), tmp_path / "ok", task="seq-cls", allow_pickle_weights=True)
+    assert (tmp_path / "ok/model.safetensors").exists()
