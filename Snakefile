@@ -17,6 +17,10 @@ os.environ["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), os.enviro
 configfile: "config.yaml"
 
 
+envvars:
+    "PATH",
+
+
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/train.smk"

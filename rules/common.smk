@@ -1,6 +1,7 @@
 # Config validation, path helpers and input functions: the only place rules get
 # paths from. Only light modules are imported here (parse time stays fast).
 
+import os
 import shlex
 
 from snakemake.utils import validate
@@ -54,15 +55,15 @@ wildcard_constraints:
 
 def res(*parts):
     """A path under results/{experiment}/."""
-    return "/".join([RESULTS, *[str(p) for p in parts]])
+    return os.path.join(RESULTS, *map(str, parts))
 
 
 def logs(*parts):
-    return "/".join(["logs", EXP, *[str(p) for p in parts]])
+    return os.path.join("logs", EXP, *map(str, parts))
 
 
 def bench(*parts):
-    return "/".join(["benchmarks", "runs", EXP, *[str(p) for p in parts]])
+    return os.path.join("benchmarks", "runs", EXP, *map(str, parts))
 
 
 def cli_args(mapping):
