@@ -129,6 +129,10 @@ def judge_settings(judge_cfg: dict) -> dict:
         raise ValueError(f"judge config: provider must be 'openai' or 'local', got {cfg['provider']!r}")
     if not cfg["model"]:
         raise ValueError("judge config: 'model' is required")
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(cfg["api_key_env"])):
+        # never echo the value: it is most likely a pasted key
+        raise ValueError("judge config: api_key_env must be the name of an environment variable holding the "
+                         "API key (e.g. OPENAI_API_KEY), never the key itself; the value is not shown")
     return cfg
 
 

@@ -1,1 +1,100 @@
-# judge stage (see docs/design.md)
+# judge stage (see docs/design.md, docs/reset.md): scores of the sampled candidates.
+#
+# Every step scores unique (id, text) pairs only and writes *_dedup.json with the
+# candidates it saw and the calls de-duplication saved.
+#   judge_items          scores/candidates/{judge}_items.parquet   IF candidates as judge input:
+#                        judge "if" = round 1 (ReSet), "if_supercharged" = the ReSet-S rounds
+#   judge_cost_estimate  judge_cost_estimate.json   calls, tokens, dollars of both IF judge
+#                        steps; fails when the total exceeds judges.max_usd
+#   judge_candidates     scores/candidates/{judge}.parquet   IF judge (python -m reset.judge);
+#                        needs the estimate, so nothing is spent before it passed
+#   score_faithfulness   scores/candidates/faithfulness.parquet   span coverage / SummaC-ZS
+#   score_task           scores/candidates/task.parquet   EM / ROUGE-L (IF: vs the reference)
+# The API key never appears here: the judge reads the variable named by api_key_env.
+
+
+rule judge_items:
+    input:
+        candidates=sampling_shards(),
+        subset=res("sampling", "subset.parquet"),
+    output:
+        judge_items=res("scores", "candidates", "{judge}_items.parquet"),
+        dedup=res("scores", "candidates", "{judge}_dedup.json"),
+    params:
+        rounds=lambda w: judge_rounds(w.judge),
+    log:
+        logs("scores", "{judge}_items.log"),
+    benchmark:
+        bench("scores", "{judge}_items.tsv")
+    shell:
+        "python -m reset.curate items --candidates {input.candidates} --subset {input.subset}"
+        " --max-round {params.rounds} --out {output.judge_items} --summary {output.dedup} > {log} 2>&1"
+
+
+rule judge_cost_estimate:
+    input:
+        **{j: res("scores", "candidates", f"{j}_items.parquet") for j in ("if", "if_supercharged")},
+    output:
+        res("judge_cost_estimate.json"),
+    params:
+        args=judge_cost_args,
+    log:
+        logs("judge_cost_estimate.log"),
+    benchmark:
+        bench("judge_cost_estimate.tsv")
+    shell:
+        "python -m reset.judge estimate {params.args} --out {output} > {log} 2>&1"
+
+
+rule judge_candidates:
+    input:
+        unpack(candidate_judge_inputs),
+    output:
+        scores=res("scores", "candidates", "{judge}.parquet"),
+        summary=res("scores", "candidates", "{judge}_summary.json"),
+    params:
+        args=candidate_judge_args,
+    threads: 1
+    log:
+        logs("scores", "{judge}.log"),
+    benchmark:
+        bench("scores", "{judge}.tsv")
+    shell:
+        "python -m reset.judge {params.args} --in {input.judge_items} --out {output.scores}"
+        " --summary {output.summary} > {log} 2>&1"
+
+
+rule score_faithfulness:
+    input:
+        candidates=sampling_shards(),
+        subset=res("sampling", "subset.parquet"),
+        nli=nli_model_dir(),
+    output:
+        scores=res("scores", "candidates", "faithfulness.parquet"),
+        dedup=res("scores", "candidates", "faithfulness_dedup.json"),
+    params:
+        args=candidate_nli_args(),
+    threads: 1
+    log:
+        logs("scores", "faithfulness.log"),
+    benchmark:
+        bench("scores", "faithfulness.tsv")
+    shell:
+        "python -m reset.curate score faithfulness --candidates {input.candidates} --subset {input.subset}"
+        " {params.args} --threads {threads} --out {output.scores} --summary {output.dedup} > {log} 2>&1"
+
+
+rule score_task:
+    input:
+        candidates=sampling_shards(),
+        subset=res("sampling", "subset.parquet"),
+    output:
+        scores=res("scores", "candidates", "task.parquet"),
+        dedup=res("scores", "candidates", "task_dedup.json"),
+    log:
+        logs("scores", "task.log"),
+    benchmark:
+        bench("scores", "task.tsv")
+    shell:
+        "python -m reset.curate score task --candidates {input.candidates} --subset {input.subset}"
+        " --out {output.scores} --summary {output.dedup} > {log} 2>&1"

@@ -1,1 +1,46 @@
-# sample stage (see docs/design.md)
+# sample stage (see docs/design.md, docs/reset.md): the ReSet decoding sweep.
+#
+#   sampling_subset   sampling/subset.parquet   seeded sampling.subset_per_dataset examples per
+#                                               pool (if_mix = the four IF train splits, nq,
+#                                               msmarco, cnn_dailymail), column `pool` added
+#   sample            sampling/shard{i}.parquet one shard of the sweep from instruct_mtl
+#                                               (seed sampling.source_seed): every example x
+#                                               round x the 7 values of its round's parameter
+# Examples go to shards round-robin, so a crashed shard is the only one re-run, and
+# every candidate's seed comes from (example, round, setting): shards are reproducible.
+
+
+rule sampling_subset:
+    input:
+        **sampling_pool_inputs(),
+    output:
+        subset=res("sampling", "subset.parquet"),
+        report=res("sampling", "subset_report.json"),
+    params:
+        pools=sampling_pool_args,
+        args=sampling_subset_args(),
+    log:
+        logs("sampling", "subset.log"),
+    benchmark:
+        bench("sampling", "subset.tsv")
+    shell:
+        "python -m reset.sample subset {params.pools} {params.args}"
+        " --out {output.subset} --report {output.report} > {log} 2>&1"
+
+
+rule sample:
+    input:
+        subset=res("sampling", "subset.parquet"),
+        model=sampling_model_dir(),
+    output:
+        res("sampling", "shard{shard}.parquet"),
+    params:
+        args=sweep_args(),
+    threads: 1
+    log:
+        logs("sampling", "shard{shard}.log"),
+    benchmark:
+        bench("sampling", "shard{shard}.tsv")
+    shell:
+        "python -m reset.sample sweep --subset {input.subset} --model {input.model}"
+        " --shard {wildcards.shard} {params.args} --threads {threads} --out {output} > {log} 2>&1"
