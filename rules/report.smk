@@ -1,1 +1,156 @@
-# report stage (see docs/design.md)
+# report stage (see docs/design.md): tables, figures, provenance and the HTML report.
+#   tables             scored eval parquets -> tables/main_results.{csv,md,tex} (SPEC §7),
+#                      main_results_by_seed.csv, two_stage.*, coverage.*, lengths.csv
+#   trajectory_table   scored first/best/last checkpoints -> tables/trajectory.csv
+#   figures            tables -> figures/{tradeoff,two_stage,lengths}.png
+#   figure_trajectory  tables/trajectory.csv -> figures/trajectory.png
+#   provenance         config, git commit, packages, sources + sha256, hardware -> provenance.json
+#   report             everything above -> report.html (self-contained)
+# Outputs are also wrapped in report() so `snakemake --report report.html` works.
+
+import json
+import os
+
+
+report: "../report/workflow.rst"
+
+
+rule tables:
+    input:
+        all_eval_scored(),
+    output:
+        main_csv=report(res("tables", "main_results.csv"), caption="../report/main_results.rst",
+                        category="Tables"),
+        main_md=res("tables", "main_results.md"),
+        main_tex=res("tables", "main_results.tex"),
+        by_seed=res("tables", "main_results_by_seed.csv"),
+        two_stage_csv=report(res("tables", "two_stage.csv"), caption="../report/two_stage_table.rst",
+                             category="Tables"),
+        two_stage_md=res("tables", "two_stage.md"),
+        two_stage_tex=res("tables", "two_stage.tex"),
+        coverage_csv=report(res("tables", "coverage.csv"), caption="../report/coverage.rst", category="Tables"),
+        coverage_md=res("tables", "coverage.md"),
+        coverage_tex=res("tables", "coverage.tex"),
+        lengths=res("tables", "lengths.csv"),
+    params:
+        # eval/{variant}/seed{seed}/{dataset}.parquet -> eval
+        eval_dir=lambda w, input: os.path.dirname(os.path.dirname(os.path.dirname(input[0]))),
+        out_dir=lambda w, output: os.path.dirname(output.main_csv),
+        variants=" ".join(VARIANTS),
+        sets=eval_set_args(),
+        experiment=EXP,
+    localrule: True
+    log:
+        logs("report", "tables.log"),
+    benchmark:
+        bench("report", "tables.tsv")
+    shell:
+        "python -m reset.report tables --eval-dir {params.eval_dir} --variants {params.variants} {params.sets}"
+        " --out-dir {params.out_dir} --experiment {params.experiment} > {log} 2>&1"
+
+
+rule trajectory_table:
+    input:
+        all_trajectory_scored(),
+    output:
+        report(res("tables", "trajectory.csv"), caption="../report/trajectory_table.rst", category="Tables"),
+    params:
+        # eval_trajectory/{variant}/seed{seed}/{point}/{dataset}.parquet -> eval_trajectory
+        eval_dir=lambda w, input: os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(input[0])))),
+        variants=" ".join(TRAJECTORY_VARIANTS),
+        sets=eval_set_args(),
+    localrule: True
+    log:
+        logs("report", "trajectory_table.log"),
+    benchmark:
+        bench("report", "trajectory_table.tsv")
+    shell:
+        "python -m reset.report trajectory --eval-dir {params.eval_dir} --variants {params.variants}"
+        " {params.sets} --out {output} > {log} 2>&1"
+
+
+rule figures:
+    input:
+        main=res("tables", "main_results.csv"),
+        two_stage=res("tables", "two_stage.csv"),
+        lengths=res("tables", "lengths.csv"),
+    output:
+        tradeoff=report(res("figures", "tradeoff.png"), caption="../report/tradeoff.rst", category="Figures"),
+        two_stage=report(res("figures", "two_stage.png"), caption="../report/two_stage.rst", category="Figures"),
+        lengths=report(res("figures", "lengths.png"), caption="../report/lengths.rst", category="Figures"),
+    params:
+        tables_dir=lambda w, input: os.path.dirname(input.main),
+        out_dir=lambda w, output: os.path.dirname(output.tradeoff),
+        experiment=EXP,
+    localrule: True
+    log:
+        logs("report", "figures.log"),
+    benchmark:
+        bench("report", "figures.tsv")
+    shell:
+        "python -m reset.report figures --tables-dir {params.tables_dir} --out-dir {params.out_dir}"
+        " --experiment {params.experiment} > {log} 2>&1"
+
+
+rule figure_trajectory:
+    input:
+        res("tables", "trajectory.csv"),
+    output:
+        report(res("figures", "trajectory.png"), caption="../report/trajectory.rst", category="Figures"),
+    params:
+        experiment=EXP,
+    localrule: True
+    log:
+        logs("report", "figure_trajectory.log"),
+    benchmark:
+        bench("report", "figure_trajectory.tsv")
+    shell:
+        "python -m reset.report figure-trajectory --table {input} --out {output}"
+        " --experiment {params.experiment} > {log} 2>&1"
+
+
+rule provenance:
+    input:
+        # re-run whenever the results change, so the recorded commit and versions are the ones used
+        tables=res("tables", "main_results.csv"),
+        filter_reports=[res("data", name, "filter_report.json") for name in DATASETS],
+    output:
+        res("provenance.json"),
+    params:
+        config=cli_args({"--config-json": json.dumps(config)}),
+        # data/{dataset}/filter_report.json -> data
+        data_dir=lambda w, input: os.path.dirname(os.path.dirname(input.filter_reports[0])),
+        repo=workflow.basedir,
+    localrule: True
+    log:
+        logs("report", "provenance.log"),
+    benchmark:
+        bench("report", "provenance.tsv")
+    shell:
+        "python -m reset.report provenance {params.config} --data-dir {params.data_dir} --repo {params.repo}"
+        " --out {output} > {log} 2>&1"
+
+
+rule report:
+    input:
+        tables=report_inputs(),
+        provenance=res("provenance.json"),
+    output:
+        report(res("report.html"), caption="../report/report_html.rst", category="Report"),
+    params:
+        tables_dir=lambda w, input: os.path.join(os.path.dirname(input.provenance), "tables"),
+        figures_dir=lambda w, input: os.path.join(os.path.dirname(input.provenance), "figures"),
+        trajectory="" if trajectories_enabled() else "--no-trajectory",
+        experiment=EXP,
+    localrule: True
+    log:
+        logs("report", "report.log"),
+    benchmark:
+        bench("report", "report.tsv")
+    shell:
+        "python -m reset.report html --tables-dir {params.tables_dir} --figures-dir {params.figures_dir}"
+        " --provenance {input.provenance} --experiment {params.experiment} {params.trajectory}"
+        " --out {output} > {log} 2>&1"
+
+
+TARGETS.append(report_targets)

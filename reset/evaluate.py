@@ -1,0 +1,370 @@
+"""Evaluation: greedy generations of one model on every evaluation set, then their scores.
+
+Subcommands:
+  generate  one shard of the evaluation rows (all sets together) -> generations/shard{i}.parquet
+            columns: the unified example schema + eval_index (row position in the input files),
+            prediction, n_tokens, finish_reason
+  score     every shard of one model -> one scored parquet per evaluation set, plus a summary:
+              IF sets             if_score (IF judge rating / 10; NaN when the judge gave none)
+              extractive QA       faithfulness = span coverage, task = EM, unigram/bigram coverage
+              abstractive QA      faithfulness = SummaC-ZS on question + context, task = ROUGE-L
+              summarisation       faithfulness = SummaC-ZS on the context, task = ROUGE-L
+            every other cell is NaN (not applicable)
+  copy      copy scored parquets (the best checkpoint's trajectory point is the main evaluation)
+
+Trajectory points: `generate` and `score` take `--points points.json --point first|last
+--reuse ...`; when that checkpoint is the best one (same training step, so the same
+weights), the main evaluation's generations / scores are copied instead of recomputed.
+
+Rows are assigned to shards round-robin in input order, so shards are balanced across
+sets and the assignment depends only on the input files and the shard count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from reset.io import atomic_path, write_json, write_parquet
+
+log = logging.getLogger(__name__)
+
+REQUIRED = ["id", "dataset", "kind", "instruction", "context", "question", "references", "prompt"]
+GENERATED = ["prediction", "n_tokens", "finish_reason"]
+SCORES = ["if_score", "if_rating", "if_explanation", "if_error", "faithfulness", "task",
+          "unigram_coverage", "bigram_coverage"]
+CONTEXT_KINDS = ("extractive_qa", "abstractive_qa", "summarization")
+GREEDY = {"do_sample": False}
+
+
+# ---------------------------------------------------------------- trajectory reuse
+
+
+def same_as_best(points_path, point) -> int | None:
+    """The training step when trajectory `point` is the best checkpoint (points.json of reset.train), else None."""
+    points = json.loads(Path(points_path).read_text())
+    for name in (point, "best"):
+        if not isinstance(points.get(name), dict) or points[name].get("step") is None:
+            raise ValueError(f"{points_path}: no step recorded for the {name!r} checkpoint")
+    step = points[point]["step"]
+    return int(step) if step == points["best"]["step"] else None
+
+
+def _copy_file(src, dst):
+    with atomic_path(dst) as tmp:
+        shutil.copyfile(src, tmp)
+
+
+# ---------------------------------------------------------------- generation
+
+
+def read_eval_sets(paths):
+    """Concatenate evaluation parquets, checking the unified schema and unique ids."""
+    import pandas as pd
+
+    frames = []
+    for path in paths:
+        frame = pd.read_parquet(path)
+        missing = [c for c in REQUIRED if c not in frame.columns]
+        if missing:
+            raise ValueError(f"{path}: missing column(s) {', '.join(missing)} of the unified example schema")
+        frames.append(frame)
+    rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=REQUIRED)
+    duplicated = rows["id"][rows["id"].duplicated()]
+    if len(duplicated):
+        raise ValueError(f"evaluation ids are not unique: {', '.join(map(str, duplicated.head(5)))}")
+    return rows
+
+
+def shard_rows(rows, shard: int, shards: int):
+    """Every `shards`-th row from `shard` on; `eval_index` keeps each row's position in the whole input."""
+    if not 0 <= shard < shards:
+        raise ValueError(f"shard {shard} is outside 0..{shards - 1}")
+    rows = rows.assign(eval_index=range(len(rows)))
+    return rows.iloc[shard::shards].reset_index(drop=True)
+
+
+def generate_shard(model_dir, data_paths, shard, shards, max_new_tokens, batch_size, out,
+                   trust_remote_code=False):
+    """Greedy generations for one shard of the evaluation rows."""
+    import pandas as pd
+    import torch
+
+    from reset.models import load_causal_lm, load_tokenizer
+    from reset.sample import generate
+
+    rows = shard_rows(read_eval_sets(data_paths), shard, shards)
+    log.info("shard %d/%d: %d rows from %d evaluation sets", shard, shards, len(rows), len(data_paths))
+    if len(rows):
+        device = "cuda" if torch.cuda.is_available() else None
+        model = load_causal_lm(model_dir, trust_remote_code=trust_remote_code, device=device)
+        tokenizer = load_tokenizer(model_dir, trust_remote_code=trust_remote_code)
+        start = time.time()
+        outputs = generate(model, tokenizer, rows["prompt"].tolist(), [GREEDY] * len(rows), [0] * len(rows),
+                           max_new_tokens, batch_size)
+        seconds = time.time() - start
+        tokens = sum(o["n_tokens"] for o in outputs)
+        log.info("generated %d tokens in %.1f s (%.1f tokens/s)", tokens, seconds, tokens / max(seconds, 1e-9))
+    else:
+        outputs = []
+    rows = rows.copy()
+    rows["prediction"] = [o["text"].strip() for o in outputs]
+    rows["n_tokens"] = pd.Series([o["n_tokens"] for o in outputs], dtype="int64")
+    rows["finish_reason"] = pd.Series([o["finish_reason"] for o in outputs], dtype="object")
+    write_parquet(rows, out)
+    return rows
+
+
+# ---------------------------------------------------------------- scoring
+
+
+def read_generations(paths):
+    import pandas as pd
+
+    frames = []
+    for path in paths:
+        frame = pd.read_parquet(path)
+        missing = [c for c in REQUIRED + GENERATED if c not in frame.columns]
+        if missing:
+            raise ValueError(f"{path}: missing column(s) {', '.join(missing)}")
+        frames.append(frame)
+    rows = pd.concat(frames, ignore_index=True)
+    if "eval_index" in rows.columns:  # back to the order of the evaluation files
+        rows = rows.sort_values("eval_index", kind="stable")
+    duplicated = rows["id"][rows["id"].duplicated()]
+    if len(duplicated):
+        raise ValueError(f"generation shards overlap: id(s) {', '.join(map(str, duplicated.head(5)))} "
+                         "appear twice (were shards of different runs mixed?)")
+    rows["prediction"] = rows["prediction"].fillna("").astype(str)
+    return rows.reset_index(drop=True)
+
+
+def judge_question(row) -> str:
+    """What the IF judge sees as the user's question: the instruction (and its input, if any)."""
+    context = (row.get("context") or "").strip()
+    instruction = (row.get("instruction") or "").strip()
+    return f"{instruction}\n\n{context}" if context else instruction
+
+
+def text_scores(rows):
+    """Task score and n-gram coverage (cheap, no model)."""
+    from reset.metrics import ngram_coverage, task_score
+
+    task, uni, bi = [], [], []
+    for row in rows.itertuples():
+        cd = row.kind in CONTEXT_KINDS
+        task.append(task_score(row.kind, row.prediction, list(row.references)) if cd else math.nan)
+        extractive = row.kind == "extractive_qa"
+        uni.append(ngram_coverage(row.prediction, row.context, 1) if extractive else math.nan)
+        bi.append(ngram_coverage(row.prediction, row.context, 2) if extractive else math.nan)
+    return task, uni, bi
+
+
+def faithfulness(rows, nli_cfg):
+    """Faithfulness by kind; the NLI model is loaded only when a row needs SummaC-ZS."""
+    from reset.faithfulness import faithfulness_scores, load_nli
+
+    records = rows[["id", "kind", "context", "question", "prediction"]].to_dict("records")
+    nli = None
+    if any(r["kind"] in ("abstractive_qa", "summarization") for r in records):
+        if not nli_cfg.get("model_dir"):
+            raise ValueError("abstractive QA / summarisation rows need --nli-model-dir")
+        nli = load_nli(nli_cfg["backend"], nli_cfg["model_dir"], ent_idx=nli_cfg["ent_idx"],
+                       con_idx=nli_cfg["con_idx"], max_length=nli_cfg["max_length"],
+                       batch_size=nli_cfg["batch_size"])
+    scores = faithfulness_scores(records, nli, max_chunks=nli_cfg["max_chunks"])
+    del nli
+    return scores
+
+
+def if_scores(rows, judge_cfg, judge_model_dir, cache_path, max_usd=None):
+    """IF judge results for the IF rows (None for the others) and the judge's run summary."""
+    from reset.judge import check_budget, estimate_cost, make_judge
+
+    index = [i for i, kind in enumerate(rows["kind"]) if kind == "if"]
+    results = [None] * len(rows)
+    if not index:
+        return results, {}
+    items = [{"id": f"{rows.at[i, 'dataset']}/{rows.at[i, 'id']}", "question": judge_question(rows.loc[i]),
+              "answer": rows.at[i, "prediction"]} for i in index]
+    if judge_cfg["provider"] == "openai" and max_usd is not None:
+        estimate = estimate_cost(items, judge_cfg, cache_path=cache_path)
+        log.info("IF judge estimate: %d calls, ~$%.4f (cap $%.2f)", estimate["calls"], estimate["usd"], max_usd)
+        check_budget(estimate, max_usd)
+    judge = make_judge(judge_cfg, model_dir=judge_model_dir, cache_path=cache_path)
+    try:
+        verdicts = judge.judge(items)
+    finally:
+        judge.close()
+    for i, verdict in zip(index, verdicts, strict=True):
+        results[i] = verdict
+    summary = judge.summary()
+    log.info("IF judge: %d items, %d requests, %d cache hits, retries %s, failures %s, %d missing",
+             summary["items"], summary["requests"], summary["cache_hits"], summary["retries"] or "none",
+             summary["failures"] or "none", summary["missing"])
+    return results, summary
+
+
+def score_generations(generation_paths, datasets, out_dir, judge_cfg, judge_model_dir, judge_cache,
+                      nli_cfg, max_usd=None, summary_path=None):
+    """Score every generation and write one parquet per evaluation set (+ a JSON summary)."""
+    import pandas as pd
+
+    rows = read_generations(generation_paths)
+    unknown = sorted(set(rows["dataset"]) - set(datasets))
+    if unknown:
+        raise ValueError(f"generations hold set(s) {', '.join(unknown)} not in --datasets {' '.join(datasets)}")
+    log.info("scoring %d generations from %d shard(s)", len(rows), len(generation_paths))
+    timings = {}
+    start = time.time()
+    rows["task"], rows["unigram_coverage"], rows["bigram_coverage"] = text_scores(rows)
+    timings["text"] = time.time() - start
+    start = time.time()
+    rows["faithfulness"] = faithfulness(rows, nli_cfg)
+    timings["faithfulness"] = time.time() - start
+    start = time.time()
+    verdicts, judge_summary = if_scores(rows, judge_cfg, judge_model_dir, judge_cache, max_usd)
+    timings["if_judge"] = time.time() - start
+    rows["if_score"] = [math.nan if v is None or v["score"] is None else float(v["score"]) for v in verdicts]
+    rows["if_rating"] = [math.nan if v is None or v["rating"] is None else float(v["rating"]) for v in verdicts]
+    rows["if_explanation"] = pd.Series([None if v is None else v["explanation"] for v in verdicts], dtype="object")
+    rows["if_error"] = pd.Series([None if v is None else v["error"] for v in verdicts], dtype="object")
+    for column in ("task", "unigram_coverage", "bigram_coverage", "faithfulness"):
+        rows[column] = rows[column].astype(float)
+
+    per_dataset = {}
+    for dataset in datasets:
+        frame = rows[rows["dataset"] == dataset].reset_index(drop=True)
+        if frame.empty:
+            log.warning("%s: no generations (empty evaluation split)", dataset)
+            frame = rows.iloc[0:0]
+        write_parquet(frame, Path(out_dir) / f"{dataset}.parquet")
+        per_dataset[dataset] = _dataset_summary(frame)
+    summary = {"rows": len(rows), "datasets": per_dataset, "if_judge": judge_summary,
+               "seconds": {k: round(v, 2) for k, v in timings.items()}}
+    if summary_path:
+        write_json(summary, summary_path)
+    return rows, summary
+
+
+def _dataset_summary(frame) -> dict:
+    out = {"rows": len(frame), "mean_tokens": float(frame["n_tokens"].mean()) if len(frame) else None,
+           "hit_max_new_tokens": int((frame["finish_reason"] == "length").sum())}
+    for column in ("if_score", "faithfulness", "task", "unigram_coverage", "bigram_coverage"):
+        values = frame[column].dropna()
+        if len(values):
+            out[column] = float(values.mean())
+    if len(frame) and frame["kind"].iloc[0] == "if":
+        out["if_missing"] = int(frame["if_score"].isna().sum())
+    return out
+
+
+def copy_scored(src_dir, datasets, out_dir):
+    """Copy scored parquets set by set (atomic), e.g. the main evaluation as the 'best' trajectory point."""
+    for dataset in datasets:
+        src = Path(src_dir) / f"{dataset}.parquet"
+        if not src.exists():
+            raise FileNotFoundError(f"{src} does not exist (scored evaluation of {dataset})")
+        _copy_file(src, Path(out_dir) / f"{dataset}.parquet")
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def _json_arg(text):
+    """A JSON object given inline or as @file."""
+    return json.loads(Path(text[1:]).read_text() if text.startswith("@") else text)
+
+
+def _reuse_args(parser, what):
+    g = parser.add_argument_group("trajectory points (copy the best checkpoint's results when it is the same step)")
+    g.add_argument("--points", default=None, help="points.json of the training job (trajectory/.../points.json)")
+    g.add_argument("--point", choices=["first", "last"], default=None)
+    g.add_argument("--reuse", default=None, help=what)
+
+
+def _reused(args) -> int | None:
+    if not (args.points or args.point or args.reuse):
+        return None
+    if not (args.points and args.point and args.reuse):
+        raise SystemExit("error: --points, --point and --reuse go together")
+    step = same_as_best(args.points, args.point)
+    if step is not None:
+        log.info("the %s checkpoint is the best one (step %d): reusing %s", args.point, step, args.reuse)
+    return step
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m reset.evaluate", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("generate", help="greedy generations for one shard of the evaluation sets")
+    p.add_argument("--model", required=True, help="model directory (safetensors + tokenizer)")
+    p.add_argument("--data", nargs="+", required=True, help="evaluation parquets (unified schema)")
+    p.add_argument("--shard", type=int, default=0)
+    p.add_argument("--shards", type=int, default=1)
+    p.add_argument("--max-new-tokens", type=int, required=True)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--trust-remote-code", action="store_true")
+    p.add_argument("--out", required=True, help="generations parquet of this shard")
+    _reuse_args(p, "the best checkpoint's generations of this shard")
+
+    p = sub.add_parser("score", help="score the generations of one model, one parquet per evaluation set")
+    p.add_argument("--generations", nargs="+", required=True, help="every shard's generations parquet")
+    p.add_argument("--datasets", nargs="+", required=True, help="evaluation sets to write (one parquet each)")
+    p.add_argument("--out-dir", required=True)
+    p.add_argument("--summary", default=None, help="JSON summary (per-set means, judge statistics, timings)")
+    p.add_argument("--judge-config", required=True, help="judges.if of the config, as JSON or @file")
+    p.add_argument("--judge-model-dir", default=None, help="prepared model directory of a local judge")
+    p.add_argument("--judge-cache", default=None, help="SQLite judge cache (shared by every scoring job)")
+    p.add_argument("--max-usd", type=float, default=None, help="stop before a paid judge step above this")
+    p.add_argument("--nli-backend", choices=["lm", "seq_cls"], default="lm")
+    p.add_argument("--nli-model-dir", default=None)
+    p.add_argument("--nli-ent-idx", type=int, default=0)
+    p.add_argument("--nli-con-idx", type=int, default=1)
+    p.add_argument("--nli-max-length", type=int, default=500)
+    p.add_argument("--nli-max-chunks", type=int, default=100)
+    p.add_argument("--nli-batch-size", type=int, default=32)
+    _reuse_args(p, "directory of the best checkpoint's scored parquets")
+
+    p = sub.add_parser("copy", help="copy scored parquets of the given sets to another directory")
+    p.add_argument("--src-dir", required=True)
+    p.add_argument("--datasets", nargs="+", required=True)
+    p.add_argument("--out-dir", required=True)
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "generate":
+        if _reused(args) is not None:
+            _copy_file(args.reuse, args.out)
+            return 0
+        generate_shard(args.model, args.data, args.shard, args.shards, args.max_new_tokens, args.batch_size,
+                       args.out, args.trust_remote_code)
+    elif args.command == "score":
+        step = _reused(args)
+        if step is not None:
+            copy_scored(args.reuse, args.datasets, args.out_dir)
+            if args.summary:
+                best = json.loads((Path(args.reuse) / "summary.json").read_text())
+                write_json({**best, "reused_from": str(args.reuse), "step": step}, args.summary)
+            return 0
+        nli_cfg = {"backend": args.nli_backend, "model_dir": args.nli_model_dir, "ent_idx": args.nli_ent_idx,
+                   "con_idx": args.nli_con_idx, "max_length": args.nli_max_length,
+                   "max_chunks": args.nli_max_chunks, "batch_size": args.nli_batch_size}
+        _, summary = score_generations(args.generations, args.datasets, args.out_dir, _json_arg(args.judge_config),
+                                       args.judge_model_dir, args.judge_cache, nli_cfg, args.max_usd, args.summary)
+        log.info("summary: %s", json.dumps(summary["datasets"], sort_keys=True))
+    else:
+        copy_scored(args.src_dir, args.datasets, args.out_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

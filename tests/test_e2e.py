@@ -1,0 +1,171 @@
+"""End to end: the whole Snakemake DAG on a tiny random LLaMA, two seeds, toy sizes.
+
+The tiny model stands in for the base and instruct models, both IF judges and
+the NLI model. Snakemake runs in a subprocess in a temporary directory with
+config.yaml overlaid by tests/e2e_config.yaml. The test then checks that every
+table row and figure exists, that the main table's numbers are recomputable
+from the scored evaluation parquets, and that the report is self-contained.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from reset.variants import KIND, TRAJECTORY_VARIANTS, VARIANTS
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = Path(sys.executable).parent / "snakemake"
+EXP = "e2e"
+
+
+def e2e_config(tiny_llama_dir, tmp_path) -> Path:
+    """The overlay with the tiny model filled in and the shipped raw files made absolute."""
+    overlay = yaml.safe_load((REPO / "tests" / "e2e_config.yaml").read_text())
+    base = yaml.safe_load((REPO / "config.yaml").read_text())
+    tiny = str(tiny_llama_dir)
+    for role in ("base", "instruct"):
+        overlay["models"][role]["source"] = tiny
+    for judge in ("if", "if_supercharged", "nli"):
+        overlay["judges"][judge]["model"] = tiny
+    overlay["datasets"] = {
+        name: {**spec, "source": str(REPO / spec["source"])} for name, spec in base["datasets"].items()
+    }
+    overlay.setdefault("training", {})["deepspeed_config"] = str(REPO / base["training"]["deepspeed_config"])
+    path = tmp_path / "e2e.yaml"
+    path.write_text(yaml.safe_dump(overlay, sort_keys=False))
+    return path
+
+
+def snakemake(workdir, configfile, *args, timeout=1500):
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    command = [str(SNAKEMAKE), "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
+               "--configfile", str(REPO / "config.yaml"), str(configfile), "--cores", "2", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def failure_report(result, workdir) -> str:
+    logs = sorted((workdir / "logs").rglob("*.log"), key=lambda p: p.stat().st_mtime)[-3:]
+    tails = "\n".join(f"--- {p}\n" + "\n".join(p.read_text(errors="replace").splitlines()[-30:]) for p in logs)
+    return f"snakemake failed ({result.returncode})\n{result.stderr[-6000:]}\n{tails}"
+
+
+@pytest.fixture(scope="module")
+def run(tiny_llama_dir, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("e2e")
+    configfile = e2e_config(tiny_llama_dir, workdir)
+    # the reviewer path: the main table needs neither the trajectories nor figures nor the report
+    plan = snakemake(workdir, configfile, "--dry-run", "--quiet", "rules", f"results/{EXP}/tables/main_results.csv")
+    assert plan.returncode == 0, failure_report(plan, workdir)
+    result = snakemake(workdir, configfile)
+    assert result.returncode == 0, failure_report(result, workdir)
+    return workdir, workdir / "results" / EXP, plan.stdout + plan.stderr
+
+
+def test_reviewer_path_builds_only_what_the_table_needs(run):
+    _, _, plan = run
+    assert "tables" in plan and "eval_score" in plan and "train" in plan
+    for rule in ("eval_trajectory_generate", "figures", "provenance", "report"):
+        assert f" {rule} " not in f" {' '.join(plan.split())} ", f"{rule} is planned for main_results.csv alone"
+
+
+def test_every_table_row_and_figure_exists(run):
+    _, results, _ = run
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    seen, unseen = config["evaluation"]["seen"], config["evaluation"]["unseen"]
+    main = pd.read_csv(results / "tables" / "main_results.csv")
+    assert list(main.columns) == ["variant", "dataset", "seen", "metric", "mean", "std", "n_seeds"]
+    expected = {(v, d, m) for v in VARIANTS for d in seen + unseen
+                for m in (["if"] if KIND[d] == "if" else ["faithfulness", "task"])}
+    expected |= {(v, macro, m) for v in VARIANTS for macro in ("macro_seen", "macro_all")
+                 for m in ("if", "faithfulness", "task")}
+    expected |= {(v, "macro_unseen", m) for v in VARIANTS for m in ("faithfulness", "task")}
+    assert set(zip(main.variant, main.dataset, main.metric, strict=True)) == expected
+    assert (main["n_seeds"] == 2).all(), main[main["n_seeds"] != 2]
+    assert main["mean"].notna().all() and main["std"].notna().all()
+    for name in ("main_results", "two_stage", "coverage"):
+        for ext in ("csv", "md", "tex"):
+            assert (results / "tables" / f"{name}.{ext}").stat().st_size > 100
+    assert len(pd.read_csv(results / "tables" / "two_stage.csv")) == 6
+    coverage = pd.read_csv(results / "tables" / "coverage.csv")
+    assert set(coverage.dataset) == {d for d in seen + unseen if KIND[d] == "extractive_qa"}
+    traj = pd.read_csv(results / "tables" / "trajectory.csv")
+    points = {(v, p) for v in TRAJECTORY_VARIANTS for p in ("first", "best", "last")}
+    assert set(zip(traj.variant, traj.point, strict=True)) == points
+    for name in ("tradeoff", "two_stage", "trajectory", "lengths"):
+        assert (results / "figures" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_main_table_recomputes_from_eval_parquets(run):
+    _, results, _ = run
+    main = pd.read_csv(results / "tables" / "main_results.csv").set_index(["variant", "dataset", "metric"])
+    column = {"if": "if_score", "faithfulness": "faithfulness", "task": "task"}
+    per_seed = {}
+    for (variant, dataset, metric), row in main.iterrows():
+        if dataset.startswith("macro_"):
+            continue
+        values = [pd.read_parquet(results / "eval" / variant / f"seed{s}" / f"{dataset}.parquet")[column[metric]]
+                  .dropna().mean() for s in (1, 2)]
+        per_seed[(variant, dataset, metric)] = values
+        assert row["mean"] == pytest.approx(np.mean(values), abs=1e-12)
+        assert row["std"] == pytest.approx(np.std(values, ddof=1), abs=1e-12)
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    groups = {"macro_seen": config["evaluation"]["seen"], "macro_unseen": config["evaluation"]["unseen"]}
+    groups["macro_all"] = groups["macro_seen"] + groups["macro_unseen"]
+    for (variant, dataset, metric), row in main.iterrows():
+        if not dataset.startswith("macro_"):
+            continue
+        members = [per_seed[(variant, d, metric)] for d in groups[dataset] if (variant, d, metric) in per_seed]
+        macro = np.mean(members, axis=0)
+        assert row["mean"] == pytest.approx(macro.mean(), abs=1e-12)
+        assert row["std"] == pytest.approx(macro.std(ddof=1), abs=1e-12)
+
+
+def test_eval_parquets_cover_the_eval_splits(run):
+    _, results, _ = run
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    for dataset in config["evaluation"]["seen"] + config["evaluation"]["unseen"]:
+        split = pd.read_parquet(results / "data" / dataset / "eval.parquet")
+        for variant in VARIANTS:
+            scored = pd.read_parquet(results / "eval" / variant / "seed2" / f"{dataset}.parquet")
+            assert list(scored["id"]) == list(split["id"])
+            assert {"prediction", "n_tokens", "finish_reason", "if_score", "faithfulness", "task"} <= set(scored)
+    # zero-shot `instruct` is the same pretrained model for every seed: greedy outputs agree
+    a = pd.read_parquet(results / "eval" / "instruct" / "seed1" / "nq.parquet")
+    b = pd.read_parquet(results / "eval" / "instruct" / "seed2" / "nq.parquet")
+    assert list(a["prediction"]) == list(b["prediction"])
+
+
+def test_report_is_self_contained_and_snakemake_report_works(run, tmp_path):
+    workdir, results, _ = run
+    page = (results / "report.html").read_text()
+    assert page.count('src="data:image/png;base64,') == 4
+    for needle in ("Main results", "Two-stage", "Checkpoint trajectories", "Provenance", "sha256",
+                   "Configuration used", "instruct_mtl_reset_s"):
+        assert needle in page
+    prov = json.loads((results / "provenance.json").read_text())
+    assert prov["config"]["experiment"] == EXP and prov["seeds"]["training"] == [1, 2]
+    assert all(split["kind"] == "local" and split["files"] for entry in prov["datasets"].values()
+               for split in entry["splits"].values())
+    shown = subprocess.run([sys.executable, "-m", "reset.report", "show", str(results)],
+                           capture_output=True, text=True)
+    assert shown.returncode == 0 and "Report:" in shown.stdout and "macro all" in shown.stdout
+    # nothing left to do, and Snakemake's own report builds from the report() outputs
+    again = snakemake(workdir, e2e_config_path(workdir), "--dry-run", "--quiet", "rules")
+    assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr, again.stdout
+    html = tmp_path / "snakemake_report.html"
+    made = snakemake(workdir, e2e_config_path(workdir), "--report", str(html))
+    assert made.returncode == 0, made.stderr[-3000:]
+    assert html.stat().st_size > 10_000
+
+
+def e2e_config_path(workdir) -> Path:
+    return workdir / "e2e.yaml"
