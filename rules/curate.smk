@@ -11,6 +11,8 @@
 
 
 rule curate:
+    conda:
+        "../envs/data.yaml"
     input:
         candidates=sampling_shards(),
         subset=res("sampling", "subset.parquet"),

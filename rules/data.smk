@@ -13,6 +13,8 @@ import re
 
 
 rule prepare_dataset:
+    conda:
+        "../envs/data.yaml"
     input:
         raw=dataset_raw_inputs,
     output:
@@ -33,6 +35,8 @@ rule prepare_dataset:
 
 
 rule prepare_dataset_cd:
+    conda:
+        "../envs/data.yaml"
     input:
         raw=dataset_raw_inputs,
     output:
@@ -54,6 +58,8 @@ rule prepare_dataset_cd:
 
 
 rule prepare_dataset_eval:
+    conda:
+        "../envs/data.yaml"
     input:
         raw=dataset_raw_inputs,
         seen=dataset_seen_inputs,
@@ -75,6 +81,8 @@ rule prepare_dataset_eval:
 
 
 rule build_mixture:
+    conda:
+        "../envs/data.yaml"
     input:
         train=mixture_inputs("train"),
         dev=mixture_inputs("dev"),
@@ -95,6 +103,8 @@ rule build_mixture:
 
 
 rule prepare_model:
+    conda:
+        "../envs/torch.yaml"
     output:
         directory(res("models", "pretrained", "{slug}")),
     wildcard_constraints:

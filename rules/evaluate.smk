@@ -12,6 +12,8 @@
 #   eval_trajectory_best                       the best checkpoint = the main evaluation
 
 rule eval_generate:
+    conda:
+        "../envs/torch.yaml"
     input:
         model=lambda w: variant_model_dir(w.variant, w.seed),
         data=eval_data(),
@@ -30,6 +32,8 @@ rule eval_generate:
 
 
 rule eval_score:
+    conda:
+        "../envs/torch.yaml"
     input:
         generations=expand(res("eval", "{{variant}}", "seed{{seed}}", "generations", "shard{shard}.parquet"),
                            shard=eval_shards()),
@@ -51,6 +55,8 @@ rule eval_score:
 
 
 rule eval_trajectory_generate:
+    conda:
+        "../envs/torch.yaml"
     input:
         model=lambda w: trajectory_model_dir(w.variant, w.seed, w.point),
         data=eval_data(),
@@ -76,6 +82,8 @@ rule eval_trajectory_generate:
 
 
 rule eval_trajectory_score:
+    conda:
+        "../envs/torch.yaml"
     input:
         generations=expand(
             res("eval_trajectory", "{{variant}}", "seed{{seed}}", "{{point}}", "generations", "shard{shard}.parquet"),
@@ -107,6 +115,8 @@ rule eval_trajectory_score:
 
 
 rule eval_trajectory_best:
+    conda:
+        "../envs/data.yaml"
     input:
         lambda w: eval_scored(w.variant, w.seed),
     output:

@@ -14,6 +14,8 @@
 
 
 rule judge_items:
+    conda:
+        "../envs/data.yaml"
     input:
         candidates=sampling_shards(),
         subset=res("sampling", "subset.parquet"),
@@ -32,6 +34,8 @@ rule judge_items:
 
 
 rule judge_cost_estimate:
+    conda:
+        "../envs/torch.yaml"
     input:
         **{j: res("scores", "candidates", f"{j}_items.parquet") for j in ("if", "if_supercharged")},
     output:
@@ -47,6 +51,8 @@ rule judge_cost_estimate:
 
 
 rule judge_candidates:
+    conda:
+        "../envs/torch.yaml"
     input:
         unpack(candidate_judge_inputs),
     output:
@@ -65,6 +71,8 @@ rule judge_candidates:
 
 
 rule score_faithfulness:
+    conda:
+        "../envs/torch.yaml"
     input:
         candidates=sampling_shards(),
         subset=res("sampling", "subset.parquet"),
@@ -85,6 +93,8 @@ rule score_faithfulness:
 
 
 rule score_task:
+    conda:
+        "../envs/torch.yaml"
     input:
         candidates=sampling_shards(),
         subset=res("sampling", "subset.parquet"),

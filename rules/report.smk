@@ -16,6 +16,8 @@ report: "../report/workflow.rst"
 
 
 rule tables:
+    conda:
+        "../envs/report.yaml"
     input:
         all_eval_scored(),
     output:
@@ -50,6 +52,8 @@ rule tables:
 
 
 rule trajectory_table:
+    conda:
+        "../envs/report.yaml"
     input:
         all_trajectory_scored(),
     output:
@@ -70,6 +74,8 @@ rule trajectory_table:
 
 
 rule figures:
+    conda:
+        "../envs/report.yaml"
     input:
         main=res("tables", "main_results.csv"),
         two_stage=res("tables", "two_stage.csv"),
@@ -93,6 +99,8 @@ rule figures:
 
 
 rule figure_trajectory:
+    conda:
+        "../envs/report.yaml"
     input:
         res("tables", "trajectory.csv"),
     output:
@@ -110,6 +118,8 @@ rule figure_trajectory:
 
 
 rule provenance:
+    conda:
+        "../envs/report.yaml"
     input:
         # re-run whenever the results change, so the recorded commit and versions are the ones used
         tables=res("tables", "main_results.csv"),
@@ -132,6 +142,8 @@ rule provenance:
 
 
 rule report:
+    conda:
+        "../envs/report.yaml"
     input:
         tables=report_inputs(),
         provenance=res("provenance.json"),

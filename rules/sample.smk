@@ -11,6 +11,8 @@
 
 
 rule sampling_subset:
+    conda:
+        "../envs/data.yaml"
     input:
         **sampling_pool_inputs(),
     output:
@@ -29,6 +31,8 @@ rule sampling_subset:
 
 
 rule sample:
+    conda:
+        "../envs/torch.yaml"
     input:
         subset=res("sampling", "subset.parquet"),
         model=sampling_model_dir(),

@@ -12,6 +12,8 @@
 
 
 rule train:
+    conda:
+        "../envs/torch.yaml"
     input:
         model=lambda w: variant_init_dir(w.trained, w.seed),
         train=lambda w: variant_train_data(w.trained),
