@@ -63,7 +63,7 @@ def run(tiny_llama_dir, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("e2e")
     configfile = e2e_config(tiny_llama_dir, workdir)
     # the reviewer path: the main table needs neither the trajectories nor figures nor the report
-    plan = snakemake(workdir, configfile, "--dry-run", "--quiet", "rules", f"results/{EXP}/tables/main_results.csv")
+    plan = snakemake(workdir, configfile, f"results/{EXP}/tables/main_results.csv", "--dry-run", "--quiet", "rules")
     assert plan.returncode == 0, failure_report(plan, workdir)
     result = snakemake(workdir, configfile)
     assert result.returncode == 0, failure_report(result, workdir)

@@ -193,13 +193,11 @@ def test_greedy_matches_transformers_generate_on_smollm2(smollm2):
     """The real model: our batched loop reproduces HF greedy decoding, EOS stop and length cut."""
     model, tokenizer = smollm2
     prompts = [render_prompt("if", "Name three colors."),
-               render_prompt("extractive_qa", "", "The Eiffel Tower is in Paris, the capital of France.",
-                             "Where is the Eiffel Tower?"),
                render_prompt("if", "Write a long story about a dragon who learns to bake bread.")]
-    ours = generate(model, tokenizer, prompts, [{"do_sample": False}] * 3, [0] * 3, 40, 3)
+    ours = generate(model, tokenizer, prompts, [{"do_sample": False}] * 2, [0] * 2, 24, 2)
     for prompt, out in zip(prompts, ours, strict=True):
         enc = tokenizer(prompt, return_tensors="pt")
-        ref = model.generate(**enc, do_sample=False, max_new_tokens=40, pad_token_id=tokenizer.pad_token_id)
+        ref = model.generate(**enc, do_sample=False, max_new_tokens=24, pad_token_id=tokenizer.pad_token_id)
         new = ref[0, enc["input_ids"].shape[1]:].tolist()
         stopped = new[-1] == tokenizer.eos_token_id
         assert out["text"] == tokenizer.decode(new, skip_special_tokens=True)
