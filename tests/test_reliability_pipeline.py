@@ -153,8 +153,16 @@ def run_b(tmp_path_factory):
 
         # 2. during sampling: one shard written, the other still running (one core: shards run one by one;
         #    training is done by now, so the single core changes no thread count of a training job)
+        #    the kill comes once the second shard's job has started: by then Snakemake has recorded the
+        #    first one as complete (killed any earlier, it rightly re-runs a job it never saw finish)
         shards = [res / "sampling" / f"shard{i}.parquet" for i in range(2)]
-        crash(workdir, config, lambda: sum(s.exists() for s in shards) == 1, *CURATED, cores=1, name="crash-sample")
+        shard_logs = [workdir / "logs" / EXP / "sampling" / f"shard{i}.log" for i in range(2)]
+
+        def second_shard_running():
+            done = [s.exists() for s in shards]
+            return sum(done) == 1 and shard_logs[done.index(False)].exists()
+
+        crash(workdir, config, second_shard_running, *CURATED, cores=1, name="crash-sample")
         done = next(s for s in shards if s.exists())
         events["shard_done"] = (done, done.stat().st_mtime_ns, done.read_bytes())
         events["shard_missing"] = next(s for s in shards if not s.exists())
@@ -166,6 +174,7 @@ def run_b(tmp_path_factory):
 
         run_to_end(workdir, config, *CURATED)
         events["requests_after_resume"] = server.requests[len(events["requests_at_kill"]):]
+        events["candidate_requests"] = list(server.requests)
         run_to_end(workdir, config)
         events["url"] = server.url
         events["all_requests"] = list(server.requests)
@@ -247,8 +256,9 @@ def test_killed_judging_paid_no_finished_call_twice(run_b):
     hits = sum(json.loads((results(workdir) / "scores" / "candidates" / f"{j}_summary.json").read_text())["cache_hits"]
                for j in JUDGE_MODELS)
     assert hits >= len(cached)
-    # over the whole of run B every distinct judge prompt was sent once, apart from calls cut off by the kill
-    keys = [request_key(r, url) for r in events["all_requests"]]
+    # over the candidate judge steps of run B every distinct prompt was sent once, apart from calls cut off
+    # by the kill (evaluation scoring jobs running side by side may each ask for the same new prompt)
+    keys = [request_key(r, url) for r in events["candidate_requests"]]
     repeated = {k for k in keys if keys.count(k) > 1}
     in_flight = {request_key(r, url) for r in events["requests_at_kill"]} - cached
     assert repeated <= in_flight, len(repeated - in_flight)
