@@ -56,8 +56,12 @@ def flops_per_token(config, seq_len: int) -> float:
     return 6 * matmul + 12 * config.num_hidden_layers * config.hidden_size * seq_len
 
 
-def deepspeed_config(micro_batch: int, world: int, hidden: int, bf16: bool, client_optimizer: bool) -> dict:
-    """resources/deepspeed/zero3.json with its "auto" values filled the way the HF Trainer fills them."""
+def deepspeed_config(micro_batch: int, world: int, hidden: int, bf16: bool) -> dict:
+    """resources/deepspeed/zero3.json with its "auto" values filled the way the HF Trainer fills them.
+
+    Like reset.train (through the Trainer), the optimiser is torch's AdamW handed
+    to DeepSpeed, not one from the config.
+    """
     cfg = json.loads(ZERO3.read_text())
     cfg["bf16"] = {"enabled": bf16}
     cfg.update(train_micro_batch_size_per_gpu=micro_batch, gradient_accumulation_steps=1,
@@ -65,11 +69,7 @@ def deepspeed_config(micro_batch: int, world: int, hidden: int, bf16: bool, clie
     zero = cfg["zero_optimization"]
     zero.update(reduce_bucket_size=hidden * hidden, stage3_prefetch_bucket_size=int(0.9 * hidden * hidden),
                 stage3_param_persistence_threshold=10 * hidden)
-    if client_optimizer:
-        cfg["zero_allow_untested_optimizer"] = True
-    else:
-        cfg["optimizer"] = {"type": "AdamW", "params": {"lr": 2e-5, "weight_decay": 0.0, "betas": [0.9, 0.999],
-                                                        "eps": 1e-8}}
+    cfg["zero_allow_untested_optimizer"] = True
     return cfg
 
 
@@ -101,7 +101,7 @@ def run(shape: str = "llama-7b", layers: int | None = None, seq_len: int = 2048,
     rank, world = init_distributed("nccl" if on_gpu else "gloo")
     config = llama_config(shape, layers=layers)
     config.use_cache = False
-    cfg = deepspeed_config(micro_batch, world, config.hidden_size, bf16=on_gpu, client_optimizer=not on_gpu)
+    cfg = deepspeed_config(micro_batch, world, config.hidden_size, bf16=on_gpu)
     dtype = torch.bfloat16 if on_gpu else torch.float32
     torch.manual_seed(0)
     if rank == 0:
@@ -112,9 +112,8 @@ def run(shape: str = "llama-7b", layers: int | None = None, seq_len: int = 2048,
     if gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.train()
-    optimizer = None if on_gpu else torch.optim.AdamW(model.parameters(), lr=2e-5)
-    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=cfg,
-                                           model_parameters=None if optimizer else model.parameters())
+    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-5, weight_decay=0.0, fused=on_gpu)
+    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=cfg)
     generator = torch.Generator().manual_seed(rank)
 
     def step():
