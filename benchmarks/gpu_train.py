@@ -26,6 +26,7 @@ Usage: python -m benchmarks.gpu_train [--steps N] [--layers L] [--seq-len S] [--
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import socket
@@ -73,17 +74,36 @@ def deepspeed_config(micro_batch: int, world: int, hidden: int, bf16: bool) -> d
     return cfg
 
 
-def init_distributed(backend: str) -> tuple[int, int]:
-    """Rank and world size; a plain `python -m` run becomes a one-process group."""
-    import deepspeed
+DIST_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
+
+@contextlib.contextmanager
+def process_group(backend: str):
+    """(rank, world size) inside a process group; a plain `python -m` run becomes a one-process group.
+
+    The environment is put back afterwards: a caller that imported this module (the tests)
+    must not hand RANK/MASTER_PORT on to the processes it starts later.
+    """
+    import deepspeed
+    import torch
+
+    saved = {k: os.environ.get(k) for k in DIST_VARS}
     if "RANK" not in os.environ:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    deepspeed.init_distributed(dist_backend=backend)
-    return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    try:
+        deepspeed.init_distributed(dist_backend=backend)
+        yield int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def run(shape: str = "llama-7b", layers: int | None = None, seq_len: int = 2048, micro_batch: int = 2,
@@ -91,14 +111,21 @@ def run(shape: str = "llama-7b", layers: int | None = None, seq_len: int = 2048,
         gradient_checkpointing: bool = True) -> dict | None:
     if device == "cuda" and not cuda_available():
         return skipped("gpu_train_mfu", COMMANDS)
-    import deepspeed
     import torch
-    from transformers import LlamaForCausalLM
 
     on_gpu = device == "cuda"
     if on_gpu:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    rank, world = init_distributed("nccl" if on_gpu else "gloo")
+    with process_group("nccl" if on_gpu else "gloo") as (rank, world):
+        return _measure(shape, layers, seq_len, micro_batch, steps, warmup, on_gpu, peak, gradient_checkpointing,
+                        rank, world)
+
+
+def _measure(shape, layers, seq_len, micro_batch, steps, warmup, on_gpu, peak, gradient_checkpointing, rank, world):
+    import deepspeed
+    import torch
+    from transformers import LlamaForCausalLM
+
     config = llama_config(shape, layers=layers)
     config.use_cache = False
     cfg = deepspeed_config(micro_batch, world, config.hidden_size, bf16=on_gpu)
@@ -137,7 +164,6 @@ def run(shape: str = "llama-7b", layers: int | None = None, seq_len: int = 2048,
     seconds = time.perf_counter() - start
     peak_memory = torch.cuda.max_memory_allocated() / 2 ** 30 if on_gpu else None
     engine.destroy()
-    torch.distributed.destroy_process_group()
     if rank != 0:
         return None
     tokens_per_s = steps * micro_batch * seq_len * world / seconds

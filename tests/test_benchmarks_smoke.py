@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -117,7 +118,13 @@ def test_gpu_benchmarks_on_cpu():
     assert gpu_train.run()["skipped"].startswith("no CUDA device")
     assert gpu_sample.run()["skipped"].startswith("no CUDA device")
     # the same training code on CPU: ZeRO-3 over gloo, tiny shape, loss finite and falling
+    import torch
+
+    before = {k: os.environ.get(k) for k in gpu_train.DIST_VARS}
     record = gpu_train.run(shape="tiny", seq_len=32, steps=2, warmup=1, device="cpu")
+    # the one-process group is gone and RANK/MASTER_PORT are not left for later subprocesses
+    assert {k: os.environ.get(k) for k in gpu_train.DIST_VARS} == before
+    assert not torch.distributed.is_initialized()
     assert record["zero_stage"] == 3 and record["tokens_per_s"] > 0
     assert record["loss_first_last"][1] < record["loss_first_last"][0]
 

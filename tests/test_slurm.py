@@ -55,6 +55,12 @@ def run(cmd, *, env=None, cwd=None, timeout_s: int) -> subprocess.CompletedProce
     )
 
 
+def rule_logs_tail(work: Path, n: int = 40) -> str:
+    """The ends of the rule logs a failed run left (the job's own error is there, not in Slurm's logs)."""
+    logs = sorted((work / "logs").rglob("*.log"), key=lambda f: f.stat().st_mtime)[-3:]
+    return "\n".join(f"--- {f}\n" + "\n".join(f.read_text(errors="replace").splitlines()[-n:]) for f in logs)
+
+
 def skip_reason() -> str | None:
     """Why the real-Slurm tests cannot run here, or None."""
     if os.environ.get("RESET_SKIP_SLURM"):
@@ -418,7 +424,7 @@ def test_pipeline_through_sbatch(slurm, tiny_llama_dir, tmp_path):
         env=slurm.env, cwd=work, timeout_s=RUN_TIMEOUT_S,
     )
     took = time.monotonic() - started
-    assert out.returncode == 0, out.stdout[-8000:] + "\n" + slurm.log_tail()
+    assert out.returncode == 0, out.stdout[-6000:] + "\n" + rule_logs_tail(work) + "\n" + slurm.log_tail()
 
     # Outputs: a curated set in the unified schema, the ReSet model's scored evaluation.
     results = work / "results" / PIPELINE_EXP
