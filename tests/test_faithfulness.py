@@ -232,3 +232,26 @@ def test_lm_backend_orders_obvious_pairs(smollm2_dir):
     good, bad = summac_zs(nli, [context, context], ["Maria Lopez won the chess tournament.",
                                                     "Maria Lopez lost every game of the tournament."])
     assert -1.0 <= bad < good <= 1.0
+
+
+def test_lm_backend_shared_prefix_cache_gives_the_full_prompt_result(smollm2_dir):
+    """Prompts share the chat frame and worked examples; scoring only their tails on a cached
+    prefix must give what the whole prompt gives, including in mixed batches with a truncated one."""
+    import torch
+
+    nli = load_nli("lm", smollm2_dir, max_length=200, batch_size=8, progress=False)
+    long = " ".join(["The committee met again to review the budget for the new library."] * 20)
+    pairs = [("The cat sat on the mat in the kitchen.", "A cat was on a mat."),
+             ("Paris is the capital of France.", "Berlin is the capital of France."),
+             ("The meeting moved to Tuesday afternoon after a long discussion.", "The meeting is on Tuesday."),
+             (long, "The committee reviewed the budget."),     # premise cut at its end: still shared
+             ("The committee met.", long)]                  # hypothesis alone too long: front cut off
+    features = nli._encode(pairs)
+    shared = nli._shared_ids()
+    assert len(shared) > 50   # the worked examples are shared
+    assert [f["input_ids"][:len(shared)] == shared for f in features] == [True, True, True, True, False]
+    with torch.inference_mode():
+        whole = nli._forward_full([f["input_ids"] for f in features])
+        cached = nli._forward(features)
+    np.testing.assert_allclose(cached, whole, atol=1e-4)
+    assert np.allclose(nli.probs(pairs), whole, atol=1e-4)
