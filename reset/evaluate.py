@@ -37,8 +37,6 @@ log = logging.getLogger(__name__)
 
 REQUIRED = ["id", "dataset", "kind", "instruction", "context", "question", "references", "prompt"]
 GENERATED = ["prediction", "n_tokens", "finish_reason"]
-SCORES = ["if_score", "if_rating", "if_explanation", "if_error", "faithfulness", "task",
-          "unigram_coverage", "bigram_coverage"]
 CONTEXT_KINDS = ("extractive_qa", "abstractive_qa", "summarization")
 GREEDY = {"do_sample": False}
 

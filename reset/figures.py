@@ -18,6 +18,7 @@ FAMILY = {
     "base_cd": "two-stage", "base_cd_if": "two-stage",
 }
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">"]
+LINESTYLES = ["-", "--", ":", "-."]
 KIND_LABELS = {"if": "instruction following", "extractive_qa": "extractive QA",
                "abstractive_qa": "abstractive QA", "summarization": "summarization"}
 POINT_LABELS = {"first": "first", "best": "best (lowest dev loss)", "last": "last"}
@@ -61,38 +62,65 @@ def _floor(values, margin=0.05):
 def tradeoff(main, path, experiment=""):
     """IF score (macro over IF sets) against faithfulness (macro over context sets), one point per variant.
 
-    Returns the axis limits ((x0, x1), (y0, y1)).
+    Left: the whole score range with the ideal corner; right: zoomed on the variants, labelled.
+    Returns the left panel's axis limits ((x0, x1), (y0, y1)).
     """
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7.5, 6))
-    variants = list(dict.fromkeys(main["variant"]))
-    plotted, xs, ys = 0, [], []
-    for i, variant in enumerate(variants):
+    fig, (ax, zoom) = plt.subplots(1, 2, figsize=(14, 6))
+    points = []
+    for i, variant in enumerate(dict.fromkeys(main["variant"])):
         faith, faith_sd = _cell(main, variant=variant, dataset="macro_all", metric="faithfulness")
         score, score_sd = _cell(main, variant=variant, dataset="macro_all", metric="if")
-        if math.isnan(faith) or math.isnan(score):
-            continue
-        xs.append(faith - _err(faith_sd))
-        ys.append(score - _err(score_sd))
-        ax.errorbar(faith, score, xerr=_err(faith_sd), yerr=_err(score_sd), fmt=MARKERS[i % len(MARKERS)],
-                    markersize=9, capsize=3, label=f"{variant} ({FAMILY.get(variant, 'other')})")
-        plotted += 1
+        if not (math.isnan(faith) or math.isnan(score)):
+            points.append((variant, MARKERS[i % len(MARKERS)], faith, _err(faith_sd), score, _err(score_sd)))
+    for axis in (ax, zoom):
+        for variant, marker, x, xerr, y, yerr in points:
+            axis.errorbar(x, y, xerr=xerr, yerr=yerr, fmt=marker, markersize=9, capsize=3, color=_colour(variant),
+                          label=f"{variant} ({FAMILY.get(variant, 'other')})")
+        axis.set_xlabel("faithfulness (macro average over context-dependent sets)")
+        axis.set_ylabel("instruction-following score (macro average over IF sets)")
+        axis.grid(alpha=0.3)
     ax.plot([1.0], [1.0], marker="*", markersize=20, color="gold", markeredgecolor="black", linestyle="none",
             label="ideal (faithful and instruction following)")
     ax.annotate("ideal", (1.0, 1.0), textcoords="offset points", xytext=(-30, -18), fontsize=9)
-    ax.set_xlim(_floor(xs), 1.08)
-    ax.set_ylim(_floor(ys), 1.08)
-    ax.set_xlabel("faithfulness (macro average over context-dependent sets)")
-    ax.set_ylabel("instruction-following score (macro average over IF sets)")
-    ax.set_title(f"Instruction following vs faithfulness{_suffix(experiment)}\n"
-                 "mean over seeds, bars = std; up and right is better")
-    ax.grid(alpha=0.3)
+    ax.set_xlim(_floor([p[2] - p[3] for p in points]), 1.08)
+    ax.set_ylim(_floor([p[4] - p[5] for p in points]), 1.08)
+    ax.set_title("whole range (star = ideal corner; up and right is better)")
     ax.legend(fontsize=8, loc="lower left")
-    if not plotted:
+    if points:
+        _zoom_limits(zoom, [p[2] for p in points], [p[3] for p in points], [p[4] for p in points],
+                     [p[5] for p in points])
+        labels = {}  # variants at the same spot share one label
+        for variant, _, x, _, y, _ in points:
+            labels.setdefault((round(x, 4), round(y, 4)), []).append(variant)
+        for (x, y), names in labels.items():
+            zoom.annotate(" = ".join(names), (x, y), textcoords="offset points", xytext=(5, 5), fontsize=7)
+    else:
         ax.text(0.5, 0.5, "no variant has both scores", ha="center", transform=ax.transAxes)
+    zoom.set_title("zoomed on the variants")
+    fig.suptitle(f"Instruction following vs faithfulness{_suffix(experiment)} (mean over seeds, bars = std)")
+    fig.tight_layout()
     limits = (ax.get_xlim(), ax.get_ylim())
     _save(fig, path)
     return limits
+
+
+def _zoom_limits(axis, xs, xerrs, ys, yerrs):
+    """Limits around the points with their error bars, at least 0.02 wide, with a 15% margin."""
+    def span(values, errs):
+        low = min(v - e for v, e in zip(values, errs, strict=True))
+        high = max(v + e for v, e in zip(values, errs, strict=True))
+        pad = max(high - low, 0.02) * 0.15 + max(0.0, 0.02 - (high - low)) / 2
+        return low - pad, high + pad
+
+    axis.set_xlim(*span(xs, xerrs))
+    axis.set_ylim(*span(ys, yerrs))
+
+
+def _colour(variant):
+    names = list(FAMILY)
+    cycle = _pyplot().rcParams["axes.prop_cycle"].by_key()["color"]
+    return cycle[names.index(variant) % len(cycle)] if variant in names else "black"
 
 
 def two_stage(stages, path, experiment=""):
@@ -148,8 +176,10 @@ def trajectory(traj, path, experiment=""):
             means = [c[0] for c in cells]
             if all(math.isnan(m) for m in means):
                 continue
+            # distinct dashes and shrinking markers keep overlapping lines visible
             ax.errorbar(range(len(points)), means, yerr=[_err(c[1]) for c in cells], marker=MARKERS[i % len(MARKERS)],
-                        capsize=3, label=variant)
+                        markersize=9 - 2 * (i % 3), linestyle=LINESTYLES[i % len(LINESTYLES)], capsize=3,
+                        label=variant, color=_colour(variant))
             lowest += [m - _err(c[1]) for m, c in zip(means, cells, strict=True)]
         ax.set_xticks(range(len(points)), [POINT_LABELS[p] for p in points])
         ax.set_xlabel("checkpoint of the training job")
@@ -183,7 +213,7 @@ def lengths(length_table, path, experiment=""):
     ax.set_xlabel("model variant")
     ax.set_title(f"Generation length per variant and task kind{_suffix(experiment)}")
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(title="evaluation sets", fontsize=8)
+    ax.legend(title="evaluation sets", fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     _save(fig, path)
 
