@@ -371,7 +371,6 @@ class LMNLI(NLI):
         return self._label_probs(logits)
 
     def _forward_full(self, rows):
-        import torch
 
         input_ids, mask = self._pad(rows, self.tokenizer.pad_token_id, left=True)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
