@@ -270,7 +270,7 @@ class LMNLI(NLI):
         self._prefix, self._suffix, self._special = self._frame()
         self.label_ids = self._label_token_ids()
         self._shared = None   # token ids all prompts share (see _forward)
-        self._cache = None    # their KV cache, computed once
+        self._cache = None    # their KV cache (reset.models.SharedPrefix), computed once
 
     def _frame(self):
         """Prompt text before and after the question, rendered once (chat template if any)."""
@@ -327,48 +327,22 @@ class LMNLI(NLI):
         return self._shared
 
     def _forward(self, batch):
-        # Prompts that start with the shared ids (all but a truncated few) only run
-        # their own tail through the model, on top of the shared prefix's KV cache:
-        # the worked examples are most of each prompt, so this is ~3x less compute.
-        shared = self._shared_ids()
-        tails, full = [], []
-        for i, features in enumerate(batch):
-            ids = features["input_ids"]
-            (tails if len(ids) > len(shared) and ids[:len(shared)] == shared else full).append(i)
+        # Prompts that start with the shared ids (all but a truncated few) only run their
+        # own tail on top of the shared prefix's KV cache: the worked examples are most of
+        # each prompt, so this is several times less compute.
+        if self._cache is None:
+            from reset.models import SharedPrefix
+
+            self._cache = SharedPrefix(self.model, self._shared_ids(), self.device)
+        tails = [i for i, f in enumerate(batch) if self._cache.covers(f["input_ids"])]
+        full = [i for i in range(len(batch)) if i not in set(tails)]
         out = np.empty((len(batch), 2), dtype=np.float32)
         if tails:
-            out[tails] = self._forward_tails([batch[i]["input_ids"][len(shared):] for i in tails])
+            logits = self._cache.tail_logits([batch[i]["input_ids"] for i in tails], self.tokenizer.pad_token_id)
+            out[tails] = self._label_probs(logits[:, 0])
         if full:
             out[full] = self._forward_full([batch[i]["input_ids"] for i in full])
         return out
-
-    def _prefix_cache(self):
-        import torch
-
-        if self._cache is None:
-            ids = torch.tensor([self._shared_ids()], dtype=torch.long, device=self.device)
-            self._cache = self.model(input_ids=ids, use_cache=True).past_key_values
-        return self._cache
-
-    def _forward_tails(self, rows):
-        import copy
-
-        import torch
-
-        n_shared = len(self._shared_ids())
-        cache = copy.deepcopy(self._prefix_cache())
-        cache.batch_repeat_interleave(len(rows))
-        input_ids, mask = self._pad(rows, self.tokenizer.pad_token_id, left=False)
-        width = input_ids.shape[1]
-        attention = torch.cat([torch.ones((len(rows), n_shared), dtype=torch.long), mask], dim=1)
-        positions = (n_shared + torch.arange(width)).expand(len(rows), width)
-        last = mask.sum(-1) - 1
-        keep = torch.unique(last)   # sorted; the only positions whose logits are needed
-        out = self.model(input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device),
-                         position_ids=positions.to(self.device), past_key_values=cache, use_cache=True,
-                         logits_to_keep=keep.to(self.device))
-        logits = out.logits[torch.arange(len(rows)), torch.searchsorted(keep, last).to(self.device)]
-        return self._label_probs(logits)
 
     def _forward_full(self, rows):
 

@@ -136,6 +136,52 @@ def load_tokenizer(model_dir, padding_side: str = "left", trust_remote_code: boo
     return tokenizer
 
 
+class SharedPrefix:
+    """The KV cache of token ids that many prompts start with (a judge's or NLI's fixed
+    instructions); scoring a prompt then runs only its own tail through the model.
+
+    `covers(ids, keep)` says whether a prompt starts with the shared ids and its tail holds
+    the `keep` last positions asked for; `tail_logits` gives those positions' logits.
+    """
+
+    def __init__(self, model, shared_ids, device="cpu"):
+        self.model, self.ids, self.device = model, list(shared_ids), device
+        self._cache = None
+
+    def covers(self, ids, keep: int = 1) -> bool:
+        n = len(self.ids)
+        return n > 0 and len(ids) - n >= keep and list(ids[:n]) == self.ids
+
+    def tail_logits(self, rows, pad_id: int, keep: int = 1):
+        """Logits [len(rows), keep, vocab] at the last `keep` positions of each whole prompt in `rows`."""
+        import copy
+
+        import torch
+
+        n = len(self.ids)
+        if self._cache is None:
+            self._cache = self.model(input_ids=torch.tensor([self.ids], device=self.device),
+                                     use_cache=True).past_key_values
+        cache = copy.deepcopy(self._cache)
+        cache.batch_repeat_interleave(len(rows))
+        tails = [list(r[n:]) for r in rows]
+        width = max(len(t) for t in tails)
+        input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+        for i, tail in enumerate(tails):   # right padding: a pad after the tail changes nothing before it
+            input_ids[i, :len(tail)] = torch.tensor(tail, dtype=torch.long)
+        lengths = torch.tensor([len(t) for t in tails])
+        mask = (torch.arange(width)[None, :] < lengths[:, None]).long()
+        attention = torch.cat([torch.ones((len(rows), n), dtype=torch.long), mask], dim=1)
+        positions = (n + torch.arange(width)).expand(len(rows), width)
+        wanted = lengths[:, None] - keep + torch.arange(keep)[None, :]
+        needed = torch.unique(wanted)   # sorted: only these positions get logits
+        out = self.model(input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device),
+                         position_ids=positions.to(self.device), past_key_values=cache, use_cache=True,
+                         logits_to_keep=needed.to(self.device))
+        columns = torch.searchsorted(needed, wanted).to(self.device)
+        return out.logits[torch.arange(len(rows), device=self.device)[:, None], columns]
+
+
 def build_tiny_llama(out_dir, tokenizer_dir, seed: int = 0, hidden_size: int = 32,
                      num_layers: int = 2, num_heads: int = 4, num_kv_heads: int = 2,
                      intermediate_size: int = 64, max_positions: int = 2048) -> None:

@@ -290,8 +290,12 @@ def test_local_rating_probs_are_exact_sequence_probabilities(tiny_llama_dir):
     # " 10" is several tokens in this vocabulary, so the multi-token path is exercised
     assert len(judge.continuations[10]) > 1
     prefixes = [judge._chat_text("Short?", "Yes.") + "Rating:",
-                judge._chat_text("A much longer question " * 5, "An answer " * 9) + "Rating:"]
-    batched = judge._rating_probs(prefixes)  # padded batch
+                judge._chat_text("A much longer question " * 5, "An answer " * 9) + "Rating:",
+                "A prompt without the judge's system prompt. Rating:"]
+    batched = judge._rating_probs(prefixes)  # one batch: two on the system prompt's KV cache, one whole
+    shared = judge._shared_prefix()
+    assert len(shared.ids) > 50
+    assert [shared.covers(judge._encode(p)) for p in prefixes] == [True, True, False]
     for prefix, probs in zip(prefixes, batched, strict=True):
         naive = naive_rating_probs(judge, prefix)
         assert set(probs) == set(range(1, 11))
