@@ -395,20 +395,17 @@ def slurm_ci_config(tiny_llama_dir: Path, workdir: Path) -> Path:
 
 
 PIPELINE_EXP = "slurm_ci"
-# ReSet end to end on the tiny experiment, one seed: data, model preparation,
-# mixtures, training of instruct_mtl, the sampling sweep, the three candidate
-# judges and the cost estimate, curation, continued training on the curated set
-# and its evaluation. Every rule kind the cluster runs is in it; the rest of the
-# main table (six more trainings and their evaluations) repeats these rules and
-# would double the time, so it is left to tests/test_e2e.py.
-PIPELINE_TARGETS = [
-    f"results/{PIPELINE_EXP}/curated/reset.parquet",
-    f"results/{PIPELINE_EXP}/eval/instruct_mtl_reset/seed1/summary.json",
-]
+# The whole DAG of the tiny end-to-end experiment, one seed, up to the report:
+# data, model preparation, mixtures, all seven trainings, the sampling sweep,
+# the candidate judges and the cost estimate, curation, the evaluation of every
+# variant and of the trajectory checkpoints. The tables, figures, provenance and
+# report are local rules (they run on the submitting node, as on a cluster).
+PIPELINE_TARGETS = [f"results/{PIPELINE_EXP}/report.html"]
 SUBMITTED_RULES = {
     "prepare_model", "prepare_dataset", "prepare_dataset_cd", "prepare_dataset_eval", "build_mixture",
     "train", "sampling_subset", "sample", "judge_items", "judge_cost_estimate", "judge_candidates",
     "score_faithfulness", "score_task", "curate", "eval_generate", "eval_score",
+    "eval_trajectory_generate", "eval_trajectory_score",
 }
 
 
@@ -437,6 +434,9 @@ def test_pipeline_through_sbatch(slurm, tiny_llama_dir, tmp_path):
         scored = pd.read_parquet(results / "eval" / "instruct_mtl_reset" / "seed1" / f"{dataset}.parquet")
         assert len(scored) > 0 and "prediction" in scored, dataset
     assert (results / "models" / "instruct_mtl_reset" / "seed1" / "training_summary.json").is_file()
+    main = pd.read_csv(results / "tables" / "main_results.csv")
+    assert {"instruct", "base_cd_if", "instruct_mtl_reset_s"} <= set(main["variant"])
+    assert (results / "report.html").read_text().count('src="data:image/png;base64,') == 4
 
     # Every job went through sbatch, once, and finished there; none ran locally.
     ours = submitted_jobs(out.stdout)
