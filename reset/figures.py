@@ -93,8 +93,10 @@ def tradeoff(main, path, experiment=""):
         labels = {}  # variants at the same spot share one label
         for variant, _, x, _, y, _ in points:
             labels.setdefault((round(x, 4), round(y, 4)), []).append(variant)
-        for (x, y), names in labels.items():
-            zoom.annotate(" = ".join(names), (x, y), textcoords="offset points", xytext=(5, 5), fontsize=7)
+        # neighbours along x get their labels above and below in turn, so close points stay readable
+        for j, ((x, y), names) in enumerate(sorted(labels.items())):
+            zoom.annotate(" = ".join(names), (x, y), textcoords="offset points", xytext=(5, 5 if j % 2 == 0 else -12),
+                          fontsize=7)
     else:
         ax.text(0.5, 0.5, "no variant has both scores", ha="center", transform=ax.transAxes)
     zoom.set_title("zoomed on the variants")
