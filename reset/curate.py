@@ -255,7 +255,8 @@ def cmd_score(args) -> None:
 
                 torch.set_num_threads(args.threads)
             nli = load_nli(args.nli_backend, args.nli_model, ent_idx=args.nli_ent_idx, con_idx=args.nli_con_idx,
-                           max_length=args.nli_max_length, batch_size=args.nli_batch_size)
+                           max_length=args.nli_max_length, batch_size=args.nli_batch_size,
+                           trust_remote_code=args.nli_trust_remote_code)
         values = faithfulness_of(unique, subset, nli, args.nli_max_chunks)
     frame = unique[["id", "dataset", "kind", "text"]].copy()
     frame[args.metric] = values
@@ -327,6 +328,8 @@ def main(argv=None) -> int:
     sc.add_argument("--nli-max-length", type=int, default=500)
     sc.add_argument("--nli-max-chunks", type=int, default=100)
     sc.add_argument("--nli-batch-size", type=int, default=32)
+    sc.add_argument("--nli-trust-remote-code", action="store_true",
+                    help="let the NLI model's own Python code run (only for a model you trust)")
     sc.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
 
     se = sub.add_parser("select", help="weighted top-1 ranking and the curated set")

@@ -175,13 +175,14 @@ def faithfulness(rows, nli_cfg):
             raise ValueError("abstractive QA / summarisation rows need --nli-model-dir")
         nli = load_nli(nli_cfg["backend"], nli_cfg["model_dir"], ent_idx=nli_cfg["ent_idx"],
                        con_idx=nli_cfg["con_idx"], max_length=nli_cfg["max_length"],
-                       batch_size=nli_cfg["batch_size"])
+                       batch_size=nli_cfg["batch_size"],
+                       trust_remote_code=nli_cfg.get("trust_remote_code", False))
     scores = faithfulness_scores(records, nli, max_chunks=nli_cfg["max_chunks"])
     del nli
     return scores
 
 
-def if_scores(rows, judge_cfg, judge_model_dir, cache_path, max_usd=None):
+def if_scores(rows, judge_cfg, judge_model_dir, cache_path, max_usd=None, trust_remote_code=False):
     """IF judge results for the IF rows (None for the others) and the judge's run summary."""
     from reset.judge import check_budget, estimate_cost, make_judge
 
@@ -195,7 +196,8 @@ def if_scores(rows, judge_cfg, judge_model_dir, cache_path, max_usd=None):
         estimate = estimate_cost(items, judge_cfg, cache_path=cache_path)
         log.info("IF judge estimate: %d calls, ~$%.4f (cap $%.2f)", estimate["calls"], estimate["usd"], max_usd)
         check_budget(estimate, max_usd)
-    judge = make_judge(judge_cfg, model_dir=judge_model_dir, cache_path=cache_path)
+    judge = make_judge(judge_cfg, model_dir=judge_model_dir, cache_path=cache_path,
+                       trust_remote_code=trust_remote_code)
     try:
         verdicts = judge.judge(items)
     finally:
@@ -210,8 +212,12 @@ def if_scores(rows, judge_cfg, judge_model_dir, cache_path, max_usd=None):
 
 
 def score_generations(generation_paths, datasets, out_dir, judge_cfg, judge_model_dir, judge_cache,
-                      nli_cfg, max_usd=None, summary_path=None):
-    """Score every generation and write one parquet per evaluation set (+ a JSON summary)."""
+                      nli_cfg, max_usd=None, summary_path=None, judge_trust_remote_code=False):
+    """Score every generation and write one parquet per evaluation set (+ a JSON summary).
+
+    nli_cfg may hold trust_remote_code; judge_trust_remote_code is the local judge's (both
+    only for models the config names under models.trust_remote_code).
+    """
     import pandas as pd
 
     rows = read_generations(generation_paths)
@@ -227,7 +233,8 @@ def score_generations(generation_paths, datasets, out_dir, judge_cfg, judge_mode
     rows["faithfulness"] = faithfulness(rows, nli_cfg)
     timings["faithfulness"] = time.time() - start
     start = time.time()
-    verdicts, judge_summary = if_scores(rows, judge_cfg, judge_model_dir, judge_cache, max_usd)
+    verdicts, judge_summary = if_scores(rows, judge_cfg, judge_model_dir, judge_cache, max_usd,
+                                        judge_trust_remote_code)
     timings["if_judge"] = time.time() - start
     rows["if_score"] = [math.nan if v is None or v["score"] is None else float(v["score"]) for v in verdicts]
     rows["if_rating"] = [math.nan if v is None or v["rating"] is None else float(v["rating"]) for v in verdicts]
@@ -310,7 +317,8 @@ def main(argv=None) -> int:
     p.add_argument("--shards", type=int, default=1)
     p.add_argument("--max-new-tokens", type=int, required=True)
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--trust-remote-code", action="store_true")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="let the model's own Python code run (only for a model you trust)")
     p.add_argument("--out", required=True, help="generations parquet of this shard")
     _reuse_args(p, "the best checkpoint's generations of this shard")
 
@@ -322,6 +330,8 @@ def main(argv=None) -> int:
     p.add_argument("--judge-config", required=True, help="judges.if of the config, as JSON or @file")
     p.add_argument("--judge-model-dir", default=None, help="prepared model directory of a local judge")
     p.add_argument("--judge-cache", default=None, help="SQLite judge cache (shared by every scoring job)")
+    p.add_argument("--judge-trust-remote-code", action="store_true",
+                   help="let the local judge model's own Python code run (only for a model you trust)")
     p.add_argument("--max-usd", type=float, default=None, help="stop before a paid judge step above this")
     p.add_argument("--nli-backend", choices=["lm", "seq_cls"], default="lm")
     p.add_argument("--nli-model-dir", default=None)
@@ -330,6 +340,8 @@ def main(argv=None) -> int:
     p.add_argument("--nli-max-length", type=int, default=500)
     p.add_argument("--nli-max-chunks", type=int, default=100)
     p.add_argument("--nli-batch-size", type=int, default=32)
+    p.add_argument("--nli-trust-remote-code", action="store_true",
+                   help="let the NLI model's own Python code run (only for a model you trust)")
     _reuse_args(p, "directory of the best checkpoint's scored parquets")
 
     p = sub.add_parser("copy", help="copy scored parquets of the given sets to another directory")
@@ -355,9 +367,11 @@ def main(argv=None) -> int:
             return 0
         nli_cfg = {"backend": args.nli_backend, "model_dir": args.nli_model_dir, "ent_idx": args.nli_ent_idx,
                    "con_idx": args.nli_con_idx, "max_length": args.nli_max_length,
-                   "max_chunks": args.nli_max_chunks, "batch_size": args.nli_batch_size}
+                   "max_chunks": args.nli_max_chunks, "batch_size": args.nli_batch_size,
+                   "trust_remote_code": args.nli_trust_remote_code}
         _, summary = score_generations(args.generations, args.datasets, args.out_dir, _json_arg(args.judge_config),
-                                       args.judge_model_dir, args.judge_cache, nli_cfg, args.max_usd, args.summary)
+                                       args.judge_model_dir, args.judge_cache, nli_cfg, args.max_usd, args.summary,
+                                       args.judge_trust_remote_code)
         log.info("summary: %s", json.dumps(summary["datasets"], sort_keys=True))
     else:
         copy_scored(args.src_dir, args.datasets, args.out_dir)

@@ -194,7 +194,8 @@ class SeqClsNLI(NLI):
     name = "seq_cls"
 
     def __init__(self, model_dir, ent_idx: int = 0, con_idx: int = 1, max_length: int = 500,
-                 batch_size: int = 32, device=None, dtype=None, progress: bool = True):
+                 batch_size: int = 32, device=None, dtype=None, progress: bool = True,
+                 trust_remote_code: bool = False):
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -206,9 +207,9 @@ class SeqClsNLI(NLI):
         self.device = _device(device)
         # the reference runs the model in half precision on GPU and float32 on CPU
         dtype = dtype or (torch.float16 if self.device.type == "cuda" else torch.float32)
-        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
         self.model = AutoModelForSequenceClassification.from_pretrained(
-            model_dir, use_safetensors=True, dtype=dtype).to(self.device).eval()
+            model_dir, use_safetensors=True, dtype=dtype, trust_remote_code=trust_remote_code).to(self.device).eval()
         n_labels = self.model.config.num_labels
         for key, idx in (("ent_idx", ent_idx), ("con_idx", con_idx)):
             if not 0 <= idx < n_labels:
@@ -259,13 +260,13 @@ class LMNLI(NLI):
     )
 
     def __init__(self, model_dir, max_length: int = 500, batch_size: int = 32, device=None,
-                 dtype=None, progress: bool = True):
+                 dtype=None, progress: bool = True, trust_remote_code: bool = False):
         from reset.models import load_causal_lm, load_tokenizer
 
         super().__init__(batch_size, progress)
         self.device = _device(device)
-        self.tokenizer = load_tokenizer(model_dir, padding_side="left")
-        self.model = load_causal_lm(model_dir, dtype=dtype, device=self.device)
+        self.tokenizer = load_tokenizer(model_dir, padding_side="left", trust_remote_code=trust_remote_code)
+        self.model = load_causal_lm(model_dir, dtype=dtype, device=self.device, trust_remote_code=trust_remote_code)
         self.max_length = max_length
         self._prefix, self._suffix, self._special = self._frame()
         self.label_ids = self._label_token_ids()
@@ -362,12 +363,17 @@ class LMNLI(NLI):
 
 
 def load_nli(backend: str, model_dir, ent_idx: int = 0, con_idx: int = 1, max_length: int = 500,
-             batch_size: int = 32, device=None, dtype=None, progress: bool = True) -> NLI:
-    """An NLI model behind `.probs(pairs)`; backend is "seq_cls" or "lm"."""
+             batch_size: int = 32, device=None, dtype=None, progress: bool = True,
+             trust_remote_code: bool = False) -> NLI:
+    """An NLI model behind `.probs(pairs)`; backend is "seq_cls" or "lm".
+
+    trust_remote_code: only for a model the config names under models.trust_remote_code.
+    """
     if backend == "seq_cls":
-        return SeqClsNLI(model_dir, ent_idx, con_idx, max_length, batch_size, device, dtype, progress)
+        return SeqClsNLI(model_dir, ent_idx, con_idx, max_length, batch_size, device, dtype, progress,
+                         trust_remote_code)
     if backend == "lm":
-        return LMNLI(model_dir, max_length, batch_size, device, dtype, progress)
+        return LMNLI(model_dir, max_length, batch_size, device, dtype, progress, trust_remote_code)
     raise ValueError(f"unknown NLI backend {backend!r}; expected seq_cls or lm")
 
 

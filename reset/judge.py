@@ -477,7 +477,7 @@ def _short(text, n: int = 160) -> str:
 class LocalJudge(Judge):
     """An in-process causal LM: rating = probability-weighted mean of " 1" ... " 10" after "Rating:"."""
 
-    def __init__(self, cfg: dict, model_dir, cache_path=None):
+    def __init__(self, cfg: dict, model_dir, cache_path=None, trust_remote_code: bool = False):
         super().__init__(cfg, cache_path)
         import torch
 
@@ -485,8 +485,8 @@ class LocalJudge(Judge):
 
         self.torch = torch
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.model = load_causal_lm(model_dir, device=self.device)
-        self.tokenizer = load_tokenizer(model_dir, padding_side="left")
+        self.model = load_causal_lm(model_dir, device=self.device, trust_remote_code=trust_remote_code)
+        self.tokenizer = load_tokenizer(model_dir, padding_side="left", trust_remote_code=trust_remote_code)
         self.stats.update({"truncated": 0, "rating_mass": 0.0})
         self.continuations = {k: tuple(self.tokenizer(f" {k}", add_special_tokens=False).input_ids)
                               for k in range(1, 11)}
@@ -651,19 +651,20 @@ def _internal_chains(continuations: list[tuple]) -> list[tuple]:
                   if not any(len(other) > len(node) and other[: len(node)] == node for other in internal))
 
 
-def make_judge(judge_cfg: dict, model_dir=None, cache_path=None) -> Judge:
+def make_judge(judge_cfg: dict, model_dir=None, cache_path=None, trust_remote_code: bool = False) -> Judge:
     """The judge for a config block (judges.if / judges.if_supercharged).
 
     provider 'local' needs `model_dir` (a prepared safetensors directory); 'openai' reads
     its key from the environment variable named by api_key_env. With `cache_path` every
-    judgement is stored in SQLite and never requested again.
+    judgement is stored in SQLite and never requested again. trust_remote_code (local only)
+    is for a model the config names under models.trust_remote_code.
     """
     cfg = judge_settings(judge_cfg)
     if cfg["provider"] == "openai":
         return OpenAIJudge(cfg, cache_path)
     if model_dir is None:
         raise ValueError(f"judge: provider 'local' (model {cfg['model']!r}) needs a model directory")
-    return LocalJudge(cfg, model_dir, cache_path)
+    return LocalJudge(cfg, model_dir, cache_path, trust_remote_code)
 
 
 # --------------------------------------------------------------------------- cost
@@ -837,6 +838,8 @@ def _run_parser() -> argparse.ArgumentParser:
     parser.add_argument("--in", dest="inputs", required=True, help="JSONL (or parquet) of {id, question, answer}")
     parser.add_argument("--out", required=True, help="JSONL (or parquet) of {id, rating, score, explanation, error}")
     parser.add_argument("--model-dir", default=None, help="local: prepared model directory")
+    parser.add_argument("--trust-remote-code", action="store_true",
+                        help="local: let the model's own Python code run (only for a model you trust)")
     parser.add_argument("--summary", default=None, help="also write the run summary here (JSON)")
     _judge_flags(parser)
     return parser
@@ -923,7 +926,7 @@ def _run_main(argv) -> int:
         estimate = estimate_cost(items, cfg, cache_path=args.cache)
         log.info("estimate: %d calls, ~$%.4f (cap $%.2f)", estimate["calls"], estimate["usd"], args.max_usd)
         check_budget(estimate, args.max_usd)
-    judge = make_judge(cfg, model_dir=args.model_dir, cache_path=args.cache)
+    judge = make_judge(cfg, model_dir=args.model_dir, cache_path=args.cache, trust_remote_code=args.trust_remote_code)
     try:
         results = judge.judge(items)
     finally:

@@ -375,8 +375,8 @@ def cmd_sweep(args) -> None:
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = load_causal_lm(args.model, device=device)
-    tokenizer = load_tokenizer(args.model)
+    model = load_causal_lm(args.model, device=device, trust_remote_code=args.trust_remote_code)
+    tokenizer = load_tokenizer(args.model, trust_remote_code=args.trust_remote_code)
     outs = generate(model, tokenizer, [r["prompt"] for r in rows], [r["setting"] for r in rows],
                     [r["seed"] for r in rows], args.max_new_tokens, args.batch_size)
     for row, out in zip(rows, outs, strict=True):
@@ -412,6 +412,8 @@ def main(argv=None) -> int:
     sw.add_argument("--batch-size", type=int, default=16)
     sw.add_argument("--seed", type=int, default=0, help="base seed mixed into every derived seed")
     sw.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    sw.add_argument("--trust-remote-code", action="store_true",
+                    help="let the model's own Python code run (only for a model you trust)")
     sw.add_argument("--out", required=True, type=Path)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -108,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     nli.add_argument("--max-chunks", type=int, default=100, help="max context sentences (default 100)")
     nli.add_argument("--batch-size", type=int, default=32, help="NLI batch size (default 32)")
     nli.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    nli.add_argument("--trust-remote-code", action="store_true",
+                     help="let the NLI model's own Python code run (only for a model you trust)")
     return parser
 
 
@@ -127,7 +129,8 @@ def main(argv=None) -> int:
         from reset.faithfulness import load_nli
 
         nli = load_nli(args.nli_backend, args.nli_model, args.ent_idx, args.con_idx,
-                       args.max_length, args.batch_size, device=args.device)
+                       args.max_length, args.batch_size, device=args.device,
+                       trust_remote_code=args.trust_remote_code)
     scores = score_rows(rows, args.metric, nli, args.max_chunks)
     out = sys.stdout
     for row, score in zip(rows, scores, strict=True):

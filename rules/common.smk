@@ -100,7 +100,28 @@ def pretrained_dir(source):
 
 
 def trusts_remote_code(source):
+    """Whether models.trust_remote_code names this exact model source."""
     return source in config["models"].get("trust_remote_code", [])
+
+
+def variant_root_source(variant):
+    """The configured model source a variant descends from (base or instruct)."""
+    kind, name = VARIANTS[variant]["init"].split(":", 1)
+    return model_source_for_role(name) if kind == "model" else variant_root_source(name)
+
+
+def variant_trusts_remote_code(variant):
+    """A fine-tuned model keeps its ancestor's custom code, so it is trusted exactly when that source is."""
+    return trusts_remote_code(variant_root_source(variant))
+
+
+def judge_trusts_remote_code(judge):
+    cfg = config["judges"][judge]
+    return cfg["provider"] == "local" and trusts_remote_code(cfg["model"])
+
+
+def nli_trusts_remote_code():
+    return trusts_remote_code(config["judges"]["nli"]["model"])
 
 
 def all_model_sources():
@@ -307,10 +328,11 @@ def all_trajectory_scored():
             for point in ("first", "best", "last") for p in eval_scored(variant, seed, point)]
 
 
-def eval_generate_args():
+def eval_generate_args(wildcards):
     ev = config["evaluation"]
     return cli_args({"--shards": ev["shards"], "--max-new-tokens": ev["max_new_tokens"],
-                     "--batch-size": ev["batch_size"]})
+                     "--batch-size": ev["batch_size"],
+                     "--trust-remote-code": variant_trusts_remote_code(wildcards.variant)})
 
 
 def eval_score_args():
@@ -331,6 +353,8 @@ def eval_score_args():
         "--nli-max-length": nli.get("max_length"),
         "--nli-max-chunks": nli.get("max_chunks"),
         "--nli-batch-size": nli.get("batch_size"),
+        "--judge-trust-remote-code": judge_trusts_remote_code("if"),
+        "--nli-trust-remote-code": nli_trusts_remote_code(),
     })
 
 
@@ -398,7 +422,7 @@ def train_args(wildcards):
         "--max-dev-examples": tr.get("max_dev_examples"),
         "--logging-steps": tr.get("logging_steps", 10),
         "--gradient-checkpointing": bool(tr.get("gradient_checkpointing", False)),
-        "--trust-remote-code": any(trusts_remote_code(model_source_for_role(r)) for r in ("base", "instruct")),
+        "--trust-remote-code": variant_trusts_remote_code(wildcards.trained),
     })
 
 
@@ -457,6 +481,7 @@ def sweep_args():
         "--shards": s["shards"], "--rounds": s["rounds"], "--temperatures": s["temperatures"],
         "--top-ks": s["top_ks"], "--topk-temperature": s["topk_temperature"],
         "--max-new-tokens": s["max_new_tokens"], "--batch-size": s["batch_size"], "--seed": s.get("seed", 0),
+        "--trust-remote-code": variant_trusts_remote_code("instruct_mtl"),
     })
 
 
@@ -487,7 +512,8 @@ def candidate_judge_inputs(wildcards):
 
 def candidate_judge_args(wildcards):
     return cli_args({"--settings": judge_settings_json(wildcards.judge),
-                     "--model-dir": judge_model_dir(wildcards.judge), "--cache": judge_cache()})
+                     "--model-dir": judge_model_dir(wildcards.judge), "--cache": judge_cache(),
+                     "--trust-remote-code": judge_trusts_remote_code(wildcards.judge)})
 
 
 def judge_cost_args(wildcards, input):
@@ -502,6 +528,7 @@ def candidate_nli_args():
         "--nli-backend": nli["backend"], "--nli-model": nli_model_dir(), "--nli-ent-idx": nli.get("ent_idx"),
         "--nli-con-idx": nli.get("con_idx"), "--nli-max-length": nli.get("max_length"),
         "--nli-max-chunks": nli.get("max_chunks"), "--nli-batch-size": nli.get("batch_size"),
+        "--nli-trust-remote-code": nli_trusts_remote_code(),
     })
 
 

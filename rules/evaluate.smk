@@ -20,7 +20,7 @@ rule eval_generate:
     output:
         res("eval", "{variant}", "seed{seed}", "generations", "shard{shard}.parquet"),
     params:
-        args=eval_generate_args(),
+        args=eval_generate_args,
     threads: 1
     log:
         logs("eval", "{variant}", "seed{seed}", "generate_shard{shard}.log"),
@@ -69,7 +69,7 @@ rule eval_trajectory_generate:
         point="first|last",
         variant="|".join(TRAJECTORY_VARIANTS),
     params:
-        args=eval_generate_args(),
+        args=eval_generate_args,
     threads: 1
     log:
         logs("eval_trajectory", "{variant}", "seed{seed}", "{point}", "generate_shard{shard}.log"),

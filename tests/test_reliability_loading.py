@@ -107,6 +107,66 @@ def test_trust_flag_goes_only_to_the_named_model(remote_code_model, tiny_llama_d
     assert "python -m reset.models prepare" in plan.stdout and "--trust-remote-code" not in plan.stdout
 
 
+def test_trust_flag_follows_the_named_model_through_the_dag(remote_code_model, tiny_llama_dir, tmp_path):
+    """Dry run of the whole DAG: every job that loads the trusted model or a model fine-tuned from
+    it (training, sampling, evaluation, NLI) gets the flag; the jobs of every other model do not."""
+    config = write_overlay(tmp_path / "overlay.yaml", {
+        "experiment": EXP, "datasets": shipped_datasets(),
+        "models": {"base": {"source": str(remote_code_model)}, "instruct": {"source": str(tiny_llama_dir)},
+                   "trust_remote_code": [str(remote_code_model)]},
+        "judges": {"if": {"provider": "local", "model": str(tiny_llama_dir)},
+                   "if_supercharged": {"provider": "local", "model": str(tiny_llama_dir)},
+                   "nli": {"backend": "lm", "model": str(remote_code_model)}},
+    })
+    plan = snakemake(tmp_path, config, args=["--dry-run", "--printshellcmds", "--forceall"])
+    assert plan.returncode == 0, plan.stderr[-3000:]
+    commands = [line.strip() for line in plan.stdout.splitlines() if "python -m reset." in line]
+
+    def flagged(module, flag="--trust-remote-code"):
+        """(trusted, untrusted) commands of one CLI, by whether they carry the flag."""
+        lines = [c for c in commands if f"python -m {module}" in c]
+        assert lines, f"no {module} job planned"
+        return [c for c in lines if flag in c.split()], [c for c in lines if flag not in c.split()]
+
+    trusted, plain = flagged("reset.train")
+    assert {c.split("--out ")[1].split()[0].split("/")[3] for c in trusted} == {"base_cd", "base_cd_if"}
+    assert plain and all("/models/base_cd" not in c.split("--out ")[1] for c in plain)
+    trusted, plain = flagged("reset.evaluate generate")
+    assert trusted and all("/base_cd" in c.split("--model ")[1].split()[0] for c in trusted)
+    assert plain and not any("/base_cd" in c.split("--model ")[1].split()[0] for c in plain)
+    trusted, plain = flagged("reset.sample sweep")   # sampling loads instruct_mtl: instruct's family
+    assert not trusted and plain
+    # the NLI model is trusted, the judge model is not
+    trusted, plain = flagged("reset.curate score faithfulness", "--nli-trust-remote-code")
+    assert trusted and not plain
+    trusted, plain = flagged("reset.judge --settings")
+    assert not trusted and plain
+    scoring = [c for c in commands if "python -m reset.evaluate score" in c]
+    assert scoring and all("--nli-trust-remote-code" in c.split() and "--judge-trust-remote-code" not in c.split()
+                           for c in scoring)
+
+
+def test_sampling_judge_and_nli_loaders_run_custom_code_only_when_told(remote_code_model, tmp_path, monkeypatch):
+    from reset.faithfulness import load_nli
+    from reset.judge import make_judge
+    from reset.models import load_causal_lm
+
+    marker = tmp_path / "marker"
+    monkeypatch.setenv(MARKER_ENV, str(marker))
+    judge_cfg = {"provider": "local", "model": "custom"}
+    with pytest.raises(ValueError, match="trust_remote_code"):
+        load_nli("lm", remote_code_model, progress=False)
+    assert not marker.exists(), "custom code ran without the flag"
+    for load in (lambda trust: load_causal_lm(remote_code_model, trust_remote_code=trust),
+                 lambda trust: load_nli("lm", remote_code_model, progress=False, trust_remote_code=trust),
+                 lambda trust: make_judge(judge_cfg, model_dir=remote_code_model, trust_remote_code=trust)):
+        with pytest.raises(ValueError, match="trust_remote_code"):
+            load(False)
+        assert load(True) is not None
+    # the module is imported once per process: the first trusted load ran it, no refused one did
+    assert marker.read_text() == "remote code ran"
+
+
 def test_pickled_source_weights_are_refused_unless_allowed(tiny_llama_dir, tmp_path):
     from safetensors.torch import load_file
 
