@@ -26,10 +26,12 @@ import math
 import os
 import random
 import re
+import socket
 import sqlite3
 import sys
 import threading
 import time
+import uuid
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 
@@ -151,7 +153,12 @@ def cache_key(cfg: dict, messages: list[dict]) -> str:
 
 
 class JudgeCache:
-    """Persistent key -> JSON value store (SQLite), safe to share between threads and processes."""
+    """Persistent key -> JSON value store (SQLite), safe to share between threads and processes.
+
+    Claims keep two jobs that run at the same time from paying twice for one new prompt:
+    the job that claims a key requests it, the other waits for its answer. A claim lapses
+    when its holder releases it, when it expires, or (same host) when its process is gone.
+    """
 
     def __init__(self, path):
         self.path = Path(path)
@@ -161,7 +168,36 @@ class JudgeCache:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("CREATE TABLE IF NOT EXISTS judgements (key TEXT PRIMARY KEY, model TEXT NOT NULL, "
                          "value TEXT NOT NULL, created REAL NOT NULL)")
+        self._db.execute("CREATE TABLE IF NOT EXISTS claims (key TEXT PRIMARY KEY, owner TEXT NOT NULL, "
+                         "host TEXT NOT NULL, pid INTEGER NOT NULL, expires REAL NOT NULL)")
         self._db.commit()
+        self.owner = uuid.uuid4().hex
+        self._host = socket.gethostname()
+
+    def claim(self, key: str, ttl_s: float) -> bool:
+        """Take the right to request `key` for ttl_s seconds; False while another live holder has it."""
+        now = time.time()
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")   # the check and the write in one locked transaction
+            try:
+                row = self._db.execute("SELECT owner, host, pid, expires FROM claims WHERE key = ?",
+                                       (key,)).fetchone()
+                if row is not None and row[0] != self.owner and row[3] > now and \
+                        not (row[1] == self._host and not _process_alive(row[2])):
+                    self._db.rollback()
+                    return False
+                self._db.execute("INSERT OR REPLACE INTO claims VALUES (?, ?, ?, ?, ?)",
+                                 (key, self.owner, self._host, os.getpid(), now + ttl_s))
+                self._db.commit()
+            except BaseException:
+                self._db.rollback()
+                raise
+        return True
+
+    def release(self, key: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM claims WHERE key = ? AND owner = ?", (key, self.owner))
+            self._db.commit()
 
     def get(self, key: str) -> dict | None:
         with self._lock:
@@ -181,6 +217,16 @@ class JudgeCache:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 # --------------------------------------------------------------------------- items
@@ -362,6 +408,38 @@ class OpenAIJudge(Judge):
 
     def _judge_one(self, question: str, answer: str) -> tuple:
         messages = judge_prompt(question, answer)
+        if self.cache is None:
+            return self._request_with_retries(messages)
+        key = cache_key(self.cfg, messages)
+        cached = self._claim_or_wait(key)
+        if cached is not None:   # another job was judging the same prompt and has answered
+            self._count("cache_hits")
+            return self._from_cache(cached)
+        try:
+            return self._request_with_retries(messages)
+        finally:
+            self.cache.release(key)
+
+    def _claim_or_wait(self, key: str, poll_s: float = 0.5):
+        """Claim `key` (returns None: go ahead) or wait for the cached answer of its holder."""
+        attempts = int(self.cfg["max_retries"]) + 1
+        # longer than the holder can take to succeed or give up, so a live holder keeps its claim
+        ttl_s = attempts * (float(self.cfg["timeout_s"]) + float(self.cfg["backoff_max_s"])) + 60.0
+        waited = False
+        while not self.cache.claim(key, ttl_s):
+            if not waited:
+                log.info("another job is judging the same prompt; waiting for its answer")
+                waited = True
+            time.sleep(poll_s)
+            value = self.cache.get(key)
+            if value is not None:
+                return value
+        value = self.cache.get(key)   # the holder may have answered just before letting go
+        if value is not None:
+            self.cache.release(key)
+        return value
+
+    def _request_with_retries(self, messages) -> tuple:
         attempts = int(self.cfg["max_retries"]) + 1
         for attempt in range(1, attempts + 1):
             try:

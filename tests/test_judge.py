@@ -361,3 +361,29 @@ def test_smollm2_prefers_a_correct_answer_to_gibberish(smollm2_dir):
     (row,) = explaining.judge([{"id": "x", "question": "Name a primary colour.", "answer": "Red."}])
     assert row["explanation"].strip() and "rating" not in row["explanation"].lower()
     assert 1 <= row["rating"] <= 10
+
+
+def test_cache_claims_lapse_with_their_holder(tmp_path):
+    """A claim blocks another job only while its holder lives and it has not expired."""
+    import time
+
+    path = tmp_path / "cache.db"
+    first, second = JudgeCache(path), JudgeCache(path)
+    assert first.claim("k", ttl_s=60) and first.claim("k", ttl_s=60)   # taking one's own claim again is fine
+    assert not second.claim("k", ttl_s=60)                              # a live holder keeps it
+    first.release("k")
+    assert second.claim("k", ttl_s=60)
+    second.release("k")
+
+    assert first.claim("expired", ttl_s=-1)                              # expired at once
+    assert second.claim("expired", ttl_s=60)
+
+    # a holder killed mid-request (kill -9: no release) does not block the re-run on this host
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid = int(dead.stdout)
+    with first._lock:
+        first._db.execute("INSERT INTO claims VALUES ('orphan', 'gone', ?, ?, ?)",
+                          (first._host, pid, time.time() + 3600))
+        first._db.commit()
+    assert second.claim("orphan", ttl_s=60)
+    first.close(), second.close()

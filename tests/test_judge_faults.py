@@ -179,3 +179,36 @@ def test_rejected_key_stops_the_run_with_a_clear_error(tmp_path, items_file):
     assert code == 2 and rows == []
     assert "the API key was rejected" in log and "HTTP 401" in log
     assert FAKE_KEY not in log and elapsed < 60
+
+
+def test_two_jobs_at_once_pay_once_for_each_prompt(tmp_path):
+    """Two judge runs share a cache and start together on the same new items (as parallel
+    evaluation jobs do): every prompt reaches the server once, both runs get every rating."""
+    import threading
+
+    items = [{"id": f"p{i}", "question": "Rate this.", "answer": f"Shared answer number {i}."} for i in range(10)]
+    path = tmp_path / "shared.jsonl"
+    path.write_text("".join(json.dumps(item) + "\n" for item in items))
+    with ChatServer() as server:
+        server.fault_on("Shared answer", Fault.slow(0.4), forever=True)   # slow replies: the runs overlap
+        results = {}
+
+        def run(name):
+            results[name] = run_judge(server, tmp_path, path, name, "--timeout", "10", "--concurrency", "2")
+
+        threads = [threading.Thread(target=run, args=(name,)) for name in ("a", "b")]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        requests = list(server.requests)
+
+    for name, (code, rows, _, log, _) in results.items():
+        assert code == 0, log
+        assert [r["rating"] for r in rows] == [expected_rating(item) for item in items], name
+    assert sorted(r["user_text"] for r in requests) == sorted({r["user_text"] for r in requests})
+    assert len(requests) == len(items)
+    stats_a, stats_b = results["a"][2], results["b"][2]
+    assert stats_a["requests"] + stats_b["requests"] == len(items)
+    assert stats_a["cache_hits"] + stats_b["cache_hits"] == len(items)
+    assert any("waiting for its answer" in results[name][3] for name in results)
