@@ -220,13 +220,18 @@ class JudgeCache:
 
 
 def _process_alive(pid: int) -> bool:
+    """Whether process `pid` of this host still runs (a zombie, killed but not reaped, does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state not in ("Z", "X")
 
 
 # --------------------------------------------------------------------------- items

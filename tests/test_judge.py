@@ -387,3 +387,19 @@ def test_cache_claims_lapse_with_their_holder(tmp_path):
         first._db.commit()
     assert second.claim("orphan", ttl_s=60)
     first.close(), second.close()
+
+
+def test_a_killed_unreaped_process_counts_as_dead():
+    """kill -9 leaves a zombie until its parent reaps it; its claims must not block anyone."""
+    import signal
+    import time
+
+    from reset.judge import _process_alive
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    assert _process_alive(child.pid)
+    os.kill(child.pid, signal.SIGKILL)
+    time.sleep(0.5)                       # dead, not yet reaped: a zombie
+    assert not _process_alive(child.pid)
+    child.wait()
+    assert not _process_alive(child.pid)
