@@ -270,8 +270,7 @@ class LMNLI(NLI):
         self.max_length = max_length
         self._prefix, self._suffix, self._special = self._frame()
         self.label_ids = self._label_token_ids()
-        self._shared = None   # token ids all prompts share (see _forward)
-        self._cache = None    # their KV cache (reset.models.SharedPrefix), computed once
+        self._shared = None   # reset.models.SharedPrefix of the ids all prompts start with
 
     def _frame(self):
         """Prompt text before and after the question, rendered once (chat template if any)."""
@@ -316,42 +315,25 @@ class LMNLI(NLI):
             encoded[i] = ids[-self.max_length:]   # a huge hypothesis: keep the question's end
         return [{"input_ids": ids} for ids in encoded]
 
-    def _shared_ids(self) -> list[int]:
-        """Token ids every prompt starts with: the chat frame and the worked examples.
+    def shared_prefix(self):
+        """The chat frame and worked examples every prompt starts with, as a KV cache.
 
         The last two tokens of the rendered text before the premise are left out, as
         the tokenizer may merge them with the premise's first word.
         """
         if self._shared is None:
+            from reset.models import SharedPrefix
+
             head = self._prefix + self.QUESTION.split("{premise}")[0]
-            self._shared = self.tokenizer(head, add_special_tokens=self._special)["input_ids"][:-2]
+            ids = self.tokenizer(head, add_special_tokens=self._special)["input_ids"][:-2]
+            self._shared = SharedPrefix(self.model, ids, self.device)
         return self._shared
 
     def _forward(self, batch):
-        # Prompts that start with the shared ids (all but a truncated few) only run their
-        # own tail on top of the shared prefix's KV cache: the worked examples are most of
-        # each prompt, so this is several times less compute.
-        if self._cache is None:
-            from reset.models import SharedPrefix
-
-            self._cache = SharedPrefix(self.model, self._shared_ids(), self.device)
-        tails = [i for i, f in enumerate(batch) if self._cache.covers(f["input_ids"])]
-        full = [i for i in range(len(batch)) if i not in set(tails)]
-        out = np.empty((len(batch), 2), dtype=np.float32)
-        if tails:
-            logits = self._cache.tail_logits([batch[i]["input_ids"] for i in tails], self.tokenizer.pad_token_id)
-            out[tails] = self._label_probs(logits[:, 0])
-        if full:
-            out[full] = self._forward_full([batch[i]["input_ids"] for i in full])
-        return out
-
-    def _forward_full(self, rows):
-
-        input_ids, mask = self._pad(rows, self.tokenizer.pad_token_id, left=True)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        out = self.model(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device),
-                         position_ids=positions.to(self.device), logits_to_keep=1)
-        return self._label_probs(out.logits[:, -1])
+        # the worked examples are most of each prompt: running only the tails on their
+        # cached keys and values is several times less compute
+        logits = self.shared_prefix().last_logits([f["input_ids"] for f in batch], self.tokenizer.pad_token_id)
+        return self._label_probs(logits[:, 0])
 
     def _label_probs(self, logits):
         import torch

@@ -664,22 +664,12 @@ class LocalJudge(Judge):
         for chain in self.chains:
             rows = [ids + list(chain) for ids in encoded]
             keep = len(chain) + 1
-            tails = [i for i, r in enumerate(rows) if shared.covers(r, keep)]
-            full = [i for i in range(len(rows)) if i not in set(tails)]
-            logits = [None] * len(rows)
-            with torch.inference_mode():
-                if tails:  # the system prompt's KV cache is reused; only question and answer run
-                    out = shared.tail_logits([rows[i] for i in tails], self.tokenizer.pad_token_id, keep)
-                    for i, row_logits in zip(tails, out, strict=True):
-                        logits[i] = row_logits
-                if full:
-                    out = self._last_logits([rows[i] for i in full], keep)
-                    for i, row_logits in zip(full, out, strict=True):
-                        logits[i] = row_logits
-            for i, row_logits in enumerate(logits):
-                logprobs = torch.log_softmax(row_logits.float(), dim=-1).cpu()
+            with torch.inference_mode():   # only question and answer run on the system prompt's cache
+                logits = shared.last_logits(rows, self.tokenizer.pad_token_id, keep)
+            logprobs = torch.log_softmax(logits.float(), dim=-1).cpu()
+            for i in range(len(rows)):
                 for j in range(keep):
-                    node_logprobs[i].setdefault(chain[:j], logprobs[j])
+                    node_logprobs[i].setdefault(chain[:j], logprobs[i, j])
         return [self._disjoint_probs(nodes) for nodes in node_logprobs]
 
     def _shared_prefix(self):
@@ -692,17 +682,6 @@ class LocalJudge(Judge):
             # the last tokens before the question may merge with its first word
             self.shared = SharedPrefix(self.model, self._encode(head)[:-2], self.device)
         return self.shared
-
-    def _last_logits(self, rows, keep: int):
-        """Logits [len(rows), keep, vocab] of the last `keep` positions, whole prompts left-padded."""
-        torch = self.torch
-        width = max(len(r) for r in rows)
-        pad = self.tokenizer.pad_token_id
-        input_ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=self.device)
-        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=self.device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        return self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
-                          logits_to_keep=keep).logits[:, -keep:, :]
 
     def _disjoint_probs(self, nodes) -> dict[int, float]:
         seq = {}

@@ -137,11 +137,10 @@ def load_tokenizer(model_dir, padding_side: str = "left", trust_remote_code: boo
 
 
 class SharedPrefix:
-    """The KV cache of token ids that many prompts start with (a judge's or NLI's fixed
-    instructions); scoring a prompt then runs only its own tail through the model.
-
-    `covers(ids, keep)` says whether a prompt starts with the shared ids and its tail holds
-    the `keep` last positions asked for; `tail_logits` gives those positions' logits.
+    """Last-position logits of many prompts that mostly start with the same token ids (a
+    judge's or NLI's fixed instructions): the shared ids run through the model once, as a
+    KV cache, and each prompt that starts with them runs only its own tail on top of it.
+    Prompts that do not (a truncated one) run whole; both give the same logits.
     """
 
     def __init__(self, model, shared_ids, device="cpu"):
@@ -149,11 +148,36 @@ class SharedPrefix:
         self._cache = None
 
     def covers(self, ids, keep: int = 1) -> bool:
+        """Whether `ids` starts with the shared ids and its tail holds the `keep` last positions."""
         n = len(self.ids)
         return n > 0 and len(ids) - n >= keep and list(ids[:n]) == self.ids
 
-    def tail_logits(self, rows, pad_id: int, keep: int = 1):
-        """Logits [len(rows), keep, vocab] at the last `keep` positions of each whole prompt in `rows`."""
+    def last_logits(self, rows, pad_id: int, keep: int = 1):
+        """Logits [len(rows), keep, vocab] at the last `keep` positions of each prompt in `rows`."""
+        tails = [i for i, ids in enumerate(rows) if self.covers(ids, keep)]
+        if len(tails) == len(rows):
+            return self._tail_logits(rows, pad_id, keep)
+        whole = [i for i in range(len(rows)) if i not in set(tails)]
+        out = self.whole_logits([rows[i] for i in whole], pad_id, keep)
+        if not tails:
+            return out
+        part = self._tail_logits([rows[i] for i in tails], pad_id, keep)
+        logits = out.new_empty((len(rows), *out.shape[1:]))
+        logits[whole], logits[tails] = out, part
+        return logits
+
+    def whole_logits(self, rows, pad_id: int, keep: int = 1):
+        """The same logits without the cache: every prompt runs whole, left-padded."""
+        import torch
+
+        width = max(len(r) for r in rows)
+        input_ids = torch.tensor([[pad_id] * (width - len(r)) + list(r) for r in rows], device=self.device)
+        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=self.device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        return self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
+                          logits_to_keep=keep).logits[:, -keep:, :]
+
+    def _tail_logits(self, rows, pad_id: int, keep: int):
         import copy
 
         import torch

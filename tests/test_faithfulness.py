@@ -247,11 +247,12 @@ def test_lm_backend_shared_prefix_cache_gives_the_full_prompt_result(smollm2_dir
              (long, "The committee reviewed the budget."),     # premise cut at its end: still shared
              ("The committee met.", long)]                  # hypothesis alone too long: front cut off
     features = nli._encode(pairs)
-    shared = nli._shared_ids()
-    assert len(shared) > 50   # the worked examples are shared
-    assert [f["input_ids"][:len(shared)] == shared for f in features] == [True, True, True, True, False]
+    shared = nli.shared_prefix()
+    assert len(shared.ids) > 50   # the worked examples are shared
+    assert [shared.covers(f["input_ids"]) for f in features] == [True, True, True, True, False]
     with torch.inference_mode():
-        whole = nli._forward_full([f["input_ids"] for f in features])
+        whole = nli._label_probs(shared.whole_logits([f["input_ids"] for f in features],
+                                                     nli.tokenizer.pad_token_id)[:, 0])
         cached = nli._forward(features)
     np.testing.assert_allclose(cached, whole, atol=1e-4)
     assert np.allclose(nli.probs(pairs), whole, atol=1e-4)
