@@ -466,9 +466,12 @@ def sampling_subset_args():
     return cli_args({"--per-pool": s["subset_per_dataset"], "--seed": s.get("seed", 0)})
 
 
+SAMPLING_VARIANT = "instruct_mtl"   # the multi-task checkpoint ReSet samples from
+
+
 def sampling_model_dir():
-    """ReSet samples from instruct_mtl of sampling.source_seed."""
-    return res("models", "instruct_mtl", f"seed{config['sampling']['source_seed']}")
+    """ReSet samples from SAMPLING_VARIANT of sampling.source_seed."""
+    return res("models", SAMPLING_VARIANT, f"seed{config['sampling']['source_seed']}")
 
 
 def sampling_shards():
@@ -481,7 +484,7 @@ def sweep_args():
         "--shards": s["shards"], "--rounds": s["rounds"], "--temperatures": s["temperatures"],
         "--top-ks": s["top_ks"], "--topk-temperature": s["topk_temperature"],
         "--max-new-tokens": s["max_new_tokens"], "--batch-size": s["batch_size"], "--seed": s.get("seed", 0),
-        "--trust-remote-code": variant_trusts_remote_code("instruct_mtl"),
+        "--trust-remote-code": variant_trusts_remote_code(SAMPLING_VARIANT),
     })
 
 
