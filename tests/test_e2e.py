@@ -10,7 +10,6 @@ from the scored evaluation parquets, and that the report is self-contained.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,9 +18,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from e2e_support import EXP, e2e_config_path, snakemake
 
 from reset.variants import KIND, TRAJECTORY_VARIANTS, VARIANTS
-from e2e_support import EXP, e2e_config_path, snakemake
 
 REPO = Path(__file__).resolve().parents[1]
 
