@@ -528,9 +528,13 @@ def judge_cache():
 
 
 def candidate_judge_inputs(wildcards):
-    """A candidate IF judge job needs its items, the cost estimate and, for a local judge, its model."""
+    """A candidate IF judge job needs its items, the cost estimate and, for a local judge, its model.
+
+    The estimate is a gate, not data: ancient() keeps a re-made estimate (prices or max_usd changed)
+    from rerunning the judgements and everything trained on them.
+    """
     out = {"judge_items": res("scores", "candidates", f"{wildcards.judge}_items.parquet"),
-           "estimate": res("judge_cost_estimate.json")}
+           "estimate": ancient(res("judge_cost_estimate.json"))}
     if judge_model_dir(wildcards.judge):
         out["model"] = judge_model_dir(wildcards.judge)
     return out

@@ -102,6 +102,9 @@ RESET_TRAININGS = 3  # instruct_mtl_reset, instruct_mtl_reset_s, instruct_reset
      {"sample", "eval_generate", "prepare_model"}),
     # decoding of evaluation: every generation job, no training
     (("evaluation", "max_new_tokens"), 9, {}, {"train", "sample", "judge_candidates"}),
+    # a price: the cost estimate only (a gate, not an input of the judgements)
+    (("judges", "if", "price_prompt_per_1k"), 0.5, {"judge_cost_estimate": 1},
+     {"judge_candidates", "train", "eval_score"}),
     # a third seed: only its own jobs
     (("seeds",), [1, 2, 3], {"train": TRAINED_PER_SEED}, {"prepare_dataset", "sample"}),
 ])
