@@ -23,6 +23,7 @@ LINESTYLES = ["-", "--", ":", "-."]
 KIND_LABELS = {"if": "instruction following", "extractive_qa": "extractive QA",
                "abstractive_qa": "abstractive QA", "summarization": "summarization"}
 METRIC_TITLES = {"if": "IF score", "faithfulness": "faithfulness", "task": "task score"}
+METRIC_COLOURS = {"if": "#1f77b4", "faithfulness": "#2ca02c", "task": "#ff7f0e"}
 
 
 def _pyplot():
@@ -164,14 +165,14 @@ def two_stage(stages, path, experiment=""):
     _save(fig, path)
 
 
-POINT_AXIS = ["first kept (stage 2: the model it started from)", "best (lowest dev loss)", "last"]
+POINT_AXIS = ["first kept\n(stage 2: its start)", "best\n(lowest dev loss)", "last"]
 
 
 def _present_points(traj):
     return set(zip(traj["variant"], traj["point"], strict=True))
 
 
-def _trajectory_line(ax, traj, variant, i, dataset, metric, present, label=None):
+def _trajectory_line(ax, traj, variant, i, dataset, metric, present, label=None, colour=None):
     """One job's three points (start or first, best, last) on x = 0, 1, 2; returns the lowest bar end."""
     points = trajectory_points(variant, present)
     cells = [_cell(traj, variant=variant, point=p, dataset=dataset, metric=metric) for p in points]
@@ -181,7 +182,7 @@ def _trajectory_line(ax, traj, variant, i, dataset, metric, present, label=None)
     # distinct dashes and shrinking markers keep overlapping lines visible
     ax.errorbar(range(len(points)), means, yerr=[_err(c[1]) for c in cells], marker=MARKERS[i % len(MARKERS)],
                 markersize=9 - 2 * (i % 3), linestyle=LINESTYLES[i % len(LINESTYLES)], capsize=3,
-                label=label or variant, color=_colour(variant))
+                label=label or variant, color=colour or _colour(variant))
     return [m - _err(c[1]) for m, c in zip(means, cells, strict=True)]
 
 
@@ -231,7 +232,7 @@ def trajectory_sets(traj, path, experiment=""):
             metrics = ["if"] if KIND[dataset] == "if" else ["faithfulness", "task"]
             for metric in metrics:
                 lowest += _trajectory_line(ax, traj, variant, styles[metric], dataset, metric, present,
-                                           label=METRIC_TITLES[metric])
+                                           label=METRIC_TITLES[metric], colour=METRIC_COLOURS[metric])
             ax.set_title(f"{dataset} ({KIND_LABELS[KIND[dataset]]})", fontsize=8)
             ax.set_xticks(range(3), ["start" if (variant, "start") in present else "first", "best", "last"],
                           fontsize=7)
