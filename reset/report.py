@@ -129,7 +129,8 @@ table.results thead th{background:#f2f2f2} table.results tbody th{text-align:lef
 .scroll{overflow-x:auto} figure{margin:1em 0 2em} figure img{max-width:100%;border:1px solid #ddd}
 pre{background:#f7f7f7;padding:.8em;overflow-x:auto;font-size:.8em} code{font-size:.9em}
 table.claims td:last-child{white-space:normal;text-align:left;min-width:24em}
-table.examples td{white-space:normal;text-align:left;max-width:60em} .example{margin:0 0 1.5em}
+table.examples td{white-space:pre-wrap;text-align:left;max-width:60em} .example{margin:0 0 1.5em}
+.example p{white-space:pre-wrap}
 """
 
 
@@ -218,9 +219,11 @@ def why_inconclusive(claims_frame):
             f"(from about {examples} examples per comparison and {seeds} seed{'s' if seeds != 1 else ''}). "
             "Intervals narrow roughly as one over the square root of the number of examples, so more evaluation "
             "examples (data.eval_cap_if, data.eval_cap_context) and more seeds are what would settle them")
-    ratio = np.median(widths) / max(np.median(effects), 1e-9)
+    # the half-width shrinks as 1/sqrt(n): it falls below the median effect at (half-width / effect)^2 times n
+    ratio = np.median(widths) / 2 / max(np.median(effects), 1e-9)
     if math.isfinite(ratio) and ratio > 1:
-        text += f"; at this spread, an effect of this size would need about {math.ceil(ratio ** 2)}× the examples"
+        text += (f"; at this spread an effect of the median size would need about {math.ceil(ratio ** 2)}× the "
+                 "examples for its interval to exclude 0")
     return text + "."
 
 

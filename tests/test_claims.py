@@ -247,3 +247,15 @@ def test_kinds_of_groups():
     assert claims.group_sets("abstractive", "faithfulness", SEEN, UNSEEN) == ["msmarco", "cnn_dailymail", "wikisum"]
     assert claims.group_sets("unseen", "if", SEEN, UNSEEN) == []
     assert all(KIND[d] == "if" for d in claims.group_sets("all", "if", SEEN, UNSEEN))
+
+
+def test_report_says_why_verdicts_are_inconclusive():
+    frame = pd.DataFrame({"verdict": ["inconclusive", "inconclusive", "reproduced", "inconclusive"],
+                          "ci_low": [-0.1, -0.12, 0.1, math.nan], "ci_high": [0.1, 0.08, 0.3, math.nan],
+                          "effect": [0.025, -0.025, 0.2, math.nan], "n_examples": [12, 12, 12, 0],
+                          "n_seeds": [1, 1, 1, 1]})
+    text = report.why_inconclusive(frame)
+    # two of the three tested rows; interval 0.2 wide = half-width 0.1 = 4 x the effect -> 16 x the examples
+    assert text.startswith("2 of 3 tested claims are inconclusive") and "median 0.200" in text
+    assert "about 16× the examples" in text and "1 seed)" in text
+    assert report.why_inconclusive(frame[frame.verdict == "reproduced"]) == ""
