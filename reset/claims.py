@@ -399,7 +399,7 @@ def write_claims(frame, out_dir, caption):
         Path(tmp).write_text(md, encoding="utf-8")
     tex_rows = [row[:-1] for row in rows]  # the reasons are in claims.csv / .md
     tex = tab.simple_latex(DISPLAY_HEADER[:-1], tex_rows, tab.latex_escape(caption), "tab:claims")
-    tex = tex.replace("→", r"$\rightarrow$").replace("−", "-")
+    tex = tex.replace("→", r"$\rightarrow$").replace("−", "-").replace(" < ", " $<$ ").replace(" > ", " $>$ ")
     with atomic_path(out / "claims.tex") as tmp:
         Path(tmp).write_text(tex, encoding="utf-8")
 

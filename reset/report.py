@@ -334,6 +334,16 @@ def show(results_dir, stream=None) -> int:
         print(f"\n{tab.METRIC_NAMES[metric]}  (* = unseen set)", file=stream)
         for line in [header, ["-" * w for w in widths], *rows]:
             print("  ".join(str(x).ljust(w) for x, w in zip(line, widths, strict=True)).rstrip(), file=stream)
+    claims_path = results_dir / "tables" / "claims.csv"
+    if claims_path.exists():
+        from reset import claims as cl
+
+        frame = pd.read_csv(claims_path)
+        print(f"\nReproduction verdicts: {cl.summary_sentence(frame)}", file=stream)
+        for r in frame.itertuples():
+            ci = "" if r.ci_low != r.ci_low else f" [{r.ci_low:+.3f}, {r.ci_high:+.3f}]"
+            effect = "–" if r.effect != r.effect else f"{r.effect:+.3f}"
+            print(f"  {r.verdict:<13} {r.claim:<36} {effect}{ci}", file=stream)
     report = results_dir / "report.html"
     if report.exists():
         print(f"\nReport: {report.resolve()}", file=stream)

@@ -326,6 +326,7 @@ def test_show_and_cli_help(built, capsys):
     assert report.show(built) == 0
     out = capsys.readouterr().out
     assert "IF score" in out and "faithfulness" in out and "bioasq*" in out and "instruct_mtl_reset_s" in out
+    assert "Reproduction verdicts: 17 claims checked" in out and "5b_reset_if_unseen" in out
     assert "Report not built yet" in out or "Report:" in out
     assert report.show(built / "nowhere") == 1
     help_text = subprocess.run([sys.executable, "-m", "reset.report", "--help"], capture_output=True, text=True)
