@@ -32,10 +32,12 @@ import numpy as np
 
 from reset import tables as tab
 from reset.io import atomic_path
+from reset.settings import Report, add_flags, from_args
 from reset.variants import KIND
 
 log = logging.getLogger(__name__)
 
+CLAIM_KEYS = ("bootstrap_resamples", "seed", "similarity_margin")   # the report.* keys claims.csv depends on
 CHUNK = 500                 # resamples drawn per chunk (part of the documented procedure: keep fixed)
 CONFIDENCE = 0.95
 VERDICTS = ("reproduced", "contradicted", "inconclusive")
@@ -418,26 +420,22 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", nargs="+", type=int, required=True)
     parser.add_argument("--seen", nargs="*", default=[], help="seen evaluation sets (config evaluation.seen)")
     parser.add_argument("--unseen", nargs="*", default=[], help="unseen evaluation sets (config evaluation.unseen)")
-    parser.add_argument("--resamples", type=int, required=True, help="bootstrap resamples (report.bootstrap_resamples)")
-    parser.add_argument("--seed", type=int, required=True, help="seed of the bootstrap draw (report.seed)")
-    parser.add_argument("--margin", type=float, required=True,
-                        help="margin of the similar-or-better claims (report.similarity_margin)")
+    add_flags(parser, Report, only=CLAIM_KEYS, group_title="report keys (docs/config.md)")
     parser.add_argument("--out-dir", required=True, help="tables directory: claims.csv, claims.md, claims.tex")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     unknown = [d for d in [*args.seen, *args.unseen] if d not in KIND]
     if unknown:
         parser.error(f"unknown evaluation set(s) {', '.join(unknown)}")
-    if args.margin < 0:
-        parser.error("--margin must be 0 or more")
     try:
-        frame = check_claims(args.eval_dir, args.seeds, args.seen, args.unseen, args.resamples, args.seed,
-                             args.margin, args.trajectory_dir)
+        rep = from_args(Report, args)
+        frame = check_claims(args.eval_dir, args.seeds, args.seen, args.unseen, rep.bootstrap_resamples, rep.seed,
+                             rep.similarity_margin, args.trajectory_dir)
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    caption = (f"{captions.text('claims')} Bootstrap: {args.resamples} resamples, seed {args.seed}; "
-               f"similarity margin {args.margin:g}.")
+    caption = (f"{captions.text('claims')} Bootstrap: {rep.bootstrap_resamples} resamples, seed {rep.seed}; "
+               f"similarity margin {rep.similarity_margin:g}.")
     write_claims(frame, args.out_dir, caption)
     log.info("%s", summary_sentence(frame))
     return 0

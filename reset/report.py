@@ -27,6 +27,7 @@ from reset import captions
 from reset import figures as figs
 from reset import tables as tab
 from reset.io import atomic_path
+from reset.settings import Report, add_flags, from_args
 from reset.variants import STAGE2_START, VARIANTS
 
 log = logging.getLogger(__name__)
@@ -388,12 +389,11 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True, help="CSV path (tables/trajectory.csv)")
     p = sub.add_parser("examples", help="seeded example generations of every variant side by side (CSV)")
     _eval_args(p)
-    p.add_argument("--per-set", type=int, required=True, help="examples per evaluation set (report.examples_per_set)")
-    p.add_argument("--seed", type=int, required=True, help="seed of the example draw (report.seed)")
+    add_flags(p, Report, only=("seed", "examples_per_set"), group_title="report keys (docs/config.md)")
     p.add_argument("--out", required=True, help="CSV path (tables/examples.csv)")
     p = sub.add_parser("figure-claims", help="forest plot of tables/claims.csv")
     p.add_argument("--table", required=True)
-    p.add_argument("--margin", type=float, required=True, help="report.similarity_margin")
+    add_flags(p, Report, only=("similarity_margin",), group_title="report keys (docs/config.md)")
     p.add_argument("--out", required=True)
     p.add_argument("--experiment", default="")
     p = sub.add_parser("figures", help="trade-off, two-stage and length figures from the tables")
@@ -433,12 +433,13 @@ def main(argv=None) -> int:
         from reset.examples import example_generations
 
         _check_variants(args.variants)
+        rep = from_args(Report, args)
         _write_csv(example_generations(args.eval_dir, args.variants, args.seeds[0], args.seen, args.unseen,
-                                       args.per_set, args.seed), args.out)
+                                       rep.examples_per_set, rep.seed), args.out)
     elif args.command == "figure-claims":
         import pandas as pd
 
-        figs.forest(pd.read_csv(args.table), args.out, args.margin, args.experiment)
+        figs.forest(pd.read_csv(args.table), args.out, from_args(Report, args).similarity_margin, args.experiment)
     elif args.command == "figures":
         write_figures(args.tables_dir, args.out_dir, args.experiment)
     elif args.command == "figure-trajectory":

@@ -29,7 +29,7 @@ rule claims:
         md=res("tables", "claims.md"),
         tex=res("tables", "claims.tex"),
     params:
-        args=claims_args(),
+        args=report_flags("bootstrap_resamples", "seed", "similarity_margin"),
         sets=eval_set_args(),
         eval_dir=lambda w, input: eval_root(input.main[0]),
         # without trajectories the checkpoint claims are reported as not tested
@@ -53,7 +53,7 @@ rule figure_claims:
     output:
         report(res("figures", "claims_forest.png"), caption="../report/claims_forest.rst", category="Verdicts"),
     params:
-        margin=config["report"]["similarity_margin"],
+        margin=report_flags("similarity_margin"),
         experiment=EXP,
     localrule: True
     log:
@@ -61,7 +61,7 @@ rule figure_claims:
     benchmark:
         bench("report", "figure_claims.tsv")
     shell:
-        "python -m reset.report figure-claims --table {input} --margin {params.margin} --out {output}"
+        "python -m reset.report figure-claims --table {input} {params.margin} --out {output}"
         " --experiment {params.experiment} > {log} 2>&1"
 
 
@@ -76,8 +76,7 @@ rule examples:
         eval_dir=lambda w, input: eval_root(input[0]),
         variants=" ".join(VARIANTS),
         sets=eval_set_args(),
-        per_set=config["report"]["examples_per_set"],
-        seed=config["report"]["seed"],
+        report=report_flags("seed", "examples_per_set"),
     localrule: True
     log:
         logs("report", "examples.log"),
@@ -85,7 +84,7 @@ rule examples:
         bench("report", "examples.tsv")
     shell:
         "python -m reset.report examples --eval-dir {params.eval_dir} --variants {params.variants} {params.sets}"
-        " --per-set {params.per_set} --seed {params.seed} --out {output} > {log} 2>&1"
+        " {params.report} --out {output} > {log} 2>&1"
 
 
 rule tables:

@@ -118,8 +118,8 @@ def run(tmp_path_factory):
                  rows=6)
     report.write_tables(root / "eval", list(VARIANTS), SEEDS, SEEN, UNSEEN, root / "tables")
     argv = ["--eval-dir", str(root / "eval"), "--trajectory-dir", str(root / "eval_trajectory"),
-            "--seeds", *map(str, SEEDS), "--seen", *SEEN, "--unseen", *UNSEEN, "--resamples", str(RESAMPLES),
-            "--seed", "4", "--margin", "0.02", "--out-dir", str(root / "tables")]
+            "--seeds", *map(str, SEEDS), "--seen", *SEEN, "--unseen", *UNSEEN, "--bootstrap-resamples", str(RESAMPLES),
+            "--seed", "4", "--similarity-margin", "0.02", "--out-dir", str(root / "tables")]
     assert claims.main(argv) == 0
     return root, argv
 
@@ -234,9 +234,9 @@ def test_mismatched_examples_and_missing_files_are_named(tmp_path):
 
 def test_cli_help_and_error_exit(tmp_path, capsys):
     done = subprocess.run([sys.executable, "-m", "reset.claims", "--help"], capture_output=True, text=True)
-    assert done.returncode == 0 and "--resamples" in done.stdout and "paired bootstrap" in done.stdout
-    argv = ["--eval-dir", str(tmp_path / "nowhere"), "--seeds", "1", "--seen", "nq", "--resamples", "10",
-            "--seed", "0", "--margin", "0.02", "--out-dir", str(tmp_path / "tables")]
+    assert done.returncode == 0 and "--bootstrap-resamples" in done.stdout and "paired bootstrap" in done.stdout
+    argv = ["--eval-dir", str(tmp_path / "nowhere"), "--seeds", "1", "--seen", "nq", "--bootstrap-resamples", "100",
+            "--seed", "0", "--similarity-margin", "0.02", "--out-dir", str(tmp_path / "tables")]
     assert claims.main(argv) == 1
     assert "missing evaluation file" in capsys.readouterr().err
     assert not (tmp_path / "tables" / "claims.csv").exists()

@@ -63,9 +63,9 @@ def built(tmp_path_factory):
     report.write_trajectory_table(root / "eval_trajectory", TRAJECTORY_VARIANTS, SEEDS, SEEN, UNSEEN,
                                   root / "tables" / "trajectory.csv", start_eval_dir=root / "eval")
     common = ["--eval-dir", str(root / "eval"), "--seeds", *map(str, SEEDS), "--seen", *SEEN, "--unseen", *UNSEEN]
-    assert claims.main([*common, "--trajectory-dir", str(root / "eval_trajectory"), "--resamples", "200",
-                        "--seed", "0", "--margin", "0.02", "--out-dir", str(root / "tables")]) == 0
-    assert report.main(["examples", *common, "--variants", *VARIANTS, "--per-set", "2", "--seed", "0",
+    assert claims.main([*common, "--trajectory-dir", str(root / "eval_trajectory"), "--bootstrap-resamples", "200",
+                        "--seed", "0", "--similarity-margin", "0.02", "--out-dir", str(root / "tables")]) == 0
+    assert report.main(["examples", *common, "--variants", *VARIANTS, "--examples-per-set", "2", "--seed", "0",
                         "--out", str(root / "tables" / "examples.csv")]) == 0
     return root
 
@@ -258,7 +258,7 @@ def test_figures_and_html_report(built, tmp_path):
     report.write_figures(built / "tables", built / "figures", "synthetic")
     assert report.main(["figure-trajectory", "--table", str(built / "tables" / "trajectory.csv"),
                         "--out-dir", str(built / "figures")]) == 0
-    assert report.main(["figure-claims", "--table", str(built / "tables" / "claims.csv"), "--margin", "0.02",
+    assert report.main(["figure-claims", "--table", str(built / "tables" / "claims.csv"), "--similarity-margin", "0.02",
                         "--out", str(built / "figures" / "claims_forest.png")]) == 0
     for name in ("tradeoff", "two_stage", "lengths", "trajectory", "trajectory_sets", "trajectory_lengths",
                  "claims_forest"):
