@@ -228,7 +228,9 @@ def bootstrap(values, resamples, seed):
     sets = list(dict.fromkeys(k[0] for k in keys))
     means = {k: [] for k in keys}
     weights = []
-    for start in range(0, resamples, CHUNK):
+    from tqdm import tqdm
+
+    for start in tqdm(range(0, resamples, CHUNK), desc="bootstrap", unit="chunk", mininterval=5):
         size = min(CHUNK, resamples - start)
         weights.append(_draw_counts(rng, n_seeds, size) if n_seeds > 1 else np.ones((size, 1)))
         for name in sets:
