@@ -13,6 +13,7 @@ from reset.variants import (
     MIXTURES,
     SAMPLING_POOLS,
     SPLITS,
+    STAGE2_START,
     TRAINED_VARIANTS,
     TRAJECTORY_VARIANTS,
     VARIANTS,
@@ -397,18 +398,47 @@ def eval_set_args():
                      "--unseen": config["evaluation"]["unseen"]})
 
 
+def trajectory_start_scored():
+    """Main evaluations a second stage's trajectory starts from (reset.variants.STAGE2_START)."""
+    return [p for variant in TRAJECTORY_VARIANTS if variant in STAGE2_START for seed in SEEDS
+            for p in eval_scored(STAGE2_START[variant], seed)]
+
+
+def claims_trajectory_inputs():
+    """The checkpoint trajectories the checkpoint claims need, when the run evaluates them."""
+    return all_trajectory_scored() if trajectories_enabled() else []
+
+
+def report_flags(*keys):
+    """Flags of report.* keys (they change the outputs that read them, so they are params)."""
+    return _settings.flags(S.report, only=keys)
+
+
+def eval_root(path):
+    """results/{exp}/eval from eval/{variant}/seed{seed}/{dataset}.parquet."""
+    return os.path.dirname(os.path.dirname(os.path.dirname(path)))
+
+
+def trajectory_root(path):
+    """results/{exp}/eval_trajectory from eval_trajectory/{variant}/seed{seed}/{point}/{dataset}.parquet."""
+    return os.path.dirname(eval_root(path))
+
+
 REPORT_TABLES = [
+    "claims.csv", "claims.md", "claims.tex",
     "main_results.csv", "main_results.md", "main_results.tex", "main_results_by_seed.csv",
     "two_stage.csv", "two_stage.md", "two_stage.tex", "coverage.csv", "coverage.md", "coverage.tex", "lengths.csv",
+    "examples.csv",
 ]
-REPORT_FIGURES = ["tradeoff.png", "two_stage.png", "lengths.png"]
+REPORT_FIGURES = ["claims_forest.png", "tradeoff.png", "two_stage.png", "lengths.png"]
+TRAJECTORY_FIGURES = ["trajectory.png", "trajectory_sets.png", "trajectory_lengths.png"]
 
 
 def report_inputs():
     """Tables and figures the HTML report embeds (trajectories when evaluation.trajectories)."""
     out = [res("tables", f) for f in REPORT_TABLES] + [res("figures", f) for f in REPORT_FIGURES]
     if trajectories_enabled():
-        out += [res("tables", "trajectory.csv"), res("figures", "trajectory.png")]
+        out += [res("tables", "trajectory.csv")] + [res("figures", f) for f in TRAJECTORY_FIGURES]
     return out
 
 

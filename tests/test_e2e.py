@@ -10,6 +10,7 @@ from the scored evaluation parquets, and that the report is self-contained.
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +21,7 @@ import pytest
 import yaml
 from e2e_support import EXP, e2e_config_path, snakemake
 
-from reset.variants import KIND, TRAJECTORY_VARIANTS, VARIANTS
+from reset.variants import KIND, STAGE2_START, TRAJECTORY_VARIANTS, VARIANTS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -59,9 +60,29 @@ def test_every_table_row_and_figure_exists(run):
     assert set(coverage.dataset) == {d for d in seen + unseen if KIND[d] == "extractive_qa"}
     traj = pd.read_csv(results / "tables" / "trajectory.csv")
     points = {(v, p) for v in TRAJECTORY_VARIANTS for p in ("first", "best", "last")}
+    points |= {(v, "start") for v in STAGE2_START}   # a second stage starts at stage 1's best
     assert set(zip(traj.variant, traj.point, strict=True)) == points
-    for name in ("tradeoff", "two_stage", "trajectory", "lengths"):
+    for name in ("tradeoff", "two_stage", "trajectory", "trajectory_sets", "trajectory_lengths", "lengths",
+                 "claims_forest"):
         assert (results / "figures" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+    examples = pd.read_csv(results / "tables" / "examples.csv")
+    assert set(examples.dataset) == set(seen + unseen) and set(examples.variant) == set(VARIANTS)
+
+
+def test_claims_recompute_from_the_main_table(run):
+    _, results, _ = run
+    claims = pd.read_csv(results / "tables" / "claims.csv")
+    assert len(claims) == 17 and set(claims.verdict) <= {"reproduced", "contradicted", "inconclusive"}
+    main = pd.read_csv(results / "tables" / "main_results.csv").set_index(["variant", "dataset", "metric"])
+    for row in claims.itertuples():
+        group = row.datasets.split(":")[0]
+        if "@" in row.variant_a or group not in ("all", "seen", "unseen") or math.isnan(row.effect):
+            continue
+        expected = (main.loc[(row.variant_b, f"macro_{group}", row.metric), "mean"]
+                    - main.loc[(row.variant_a, f"macro_{group}", row.metric), "mean"])
+        assert row.effect == pytest.approx(expected, abs=1e-12)
+        assert row.ci_low <= row.effect + 1e-12 and row.effect <= row.ci_high + 1e-12
+    assert claims.loc[claims.claim.str.startswith("3"), "effect"].notna().all()   # trajectories were evaluated
 
 
 def test_main_table_recomputes_from_eval_parquets(run):
@@ -107,8 +128,10 @@ def test_eval_parquets_cover_the_eval_splits(run):
 def test_report_is_self_contained_and_snakemake_report_works(run, tmp_path):
     workdir, results, _ = run
     page = (results / "report.html").read_text()
-    assert page.count('src="data:image/png;base64,') == 4
+    assert page.count('src="data:image/png;base64,') == 7
+    assert page.index("Reproduction verdicts") < page.index("<h2>Main results")
     for needle in ("Main results", "Two-stage", "Checkpoint trajectories", "Provenance", "sha256",
+                   "Example generations", "claims checked",
                    "Configuration used", "instruct_mtl_reset_s"):
         assert needle in page
     prov = json.loads((results / "provenance.json").read_text())
