@@ -92,17 +92,13 @@ def generate_shard(model_dir, data_paths, shard, shards, max_new_tokens, batch_s
                    trust_remote_code=False):
     """Greedy generations for one shard of the evaluation rows."""
     import pandas as pd
-    import torch
 
-    from reset.models import load_causal_lm, load_tokenizer
-    from reset.sample import generate
+    from reset.inference import generate, load_for_inference
 
     rows = shard_rows(read_eval_sets(data_paths), shard, shards)
     log.info("shard %d/%d: %d rows from %d evaluation sets", shard, shards, len(rows), len(data_paths))
     if len(rows):
-        device = "cuda" if torch.cuda.is_available() else None
-        model = load_causal_lm(model_dir, trust_remote_code=trust_remote_code, device=device)
-        tokenizer = load_tokenizer(model_dir, trust_remote_code=trust_remote_code)
+        model, tokenizer, _ = load_for_inference(model_dir, trust_remote_code=trust_remote_code)
         start = time.time()
         outputs = generate(model, tokenizer, rows["prompt"].tolist(), [GREEDY] * len(rows), [0] * len(rows),
                            max_new_tokens, batch_size)
