@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 
 # the two hyper-parameters the sweep varies; a round enumerates one of them
 PARAMS = ("temperature", "top_k")
+SUBSET_COLUMNS = ["id", "dataset", "kind", "pool", "prompt"]   # what the sweep reads of a subset row
 CANDIDATE_COLUMNS = ["id", "dataset", "kind", "pool", "round", "param", "value", "setting_index",
                      "seed", "text", "n_tokens", "finish_reason", "prompt_truncated"]
 
@@ -99,12 +100,24 @@ def _read_pool(name, paths):
 
     frames = []
     for path in paths:
-        frame = pd.read_parquet(path)
+        frame = _read_parquet(path)
         missing = {"id", "dataset", "kind", "prompt", "references"} - set(frame.columns)
         if missing:
             raise ValueError(f"{path}: pool {name} lacks columns {sorted(missing)}")
         frames.append(frame)
     return pd.concat(frames, ignore_index=True)
+
+
+def _read_parquet(path):
+    """A parquet file; a missing or unreadable one is an error naming it."""
+    import pandas as pd
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    try:
+        return pd.read_parquet(path)
+    except Exception as err:   # pyarrow's errors do not say which file
+        raise ValueError(f"{path}: not a readable parquet file ({type(err).__name__}: {err})") from None
 
 
 # ---------------------------------------------------------------- CLI
@@ -117,9 +130,9 @@ def cmd_subset(args) -> None:
     for spec in args.pool:
         name, paths = spec[0], spec[1:]
         if not paths:
-            raise SystemExit(f"--pool {name}: give at least one parquet file")
+            raise ValueError(f"--pool {name}: give at least one parquet file")
         if name in pools:
-            raise SystemExit(f"--pool {name} given twice")
+            raise ValueError(f"--pool {name} given twice")
         pools[name] = _read_pool(name, paths)
     subset, report = draw_subset(pools, args.per_pool, args.seed)
     write_parquet(subset, args.out)
@@ -136,8 +149,12 @@ def cmd_sweep(args) -> None:
     from reset.io import write_parquet
 
     if not 0 <= args.shard < args.shards:
-        raise SystemExit(f"--shard {args.shard} is outside 0..{args.shards - 1}")
-    subset = pd.read_parquet(args.subset)
+        raise ValueError(f"--shard {args.shard} is outside 0..{args.shards - 1}")
+    subset = _read_parquet(args.subset)
+    missing = sorted(set(SUBSET_COLUMNS) - set(subset.columns))
+    if missing:
+        raise ValueError(f"{args.subset}: missing column(s) {', '.join(missing)} of a sampling subset "
+                         "(written by `python -m reset.sample subset`)")
     rows = plan_rows(subset, args.rounds, args.temperatures, args.top_ks, args.topk_temperature,
                      base_seed=args.seed, shard=args.shard, shards=args.shards)
     log.info("shard %d/%d: %d candidates from %d examples", args.shard, args.shards, len(rows),
@@ -185,7 +202,12 @@ def main(argv=None) -> int:
     sw.add_argument("--out", required=True, type=Path)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    {"subset": cmd_subset, "sweep": cmd_sweep}[args.command](args)
+    try:
+        {"subset": cmd_subset, "sweep": cmd_sweep}[args.command](args)
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError, ValueError) as err:
+        # bad input: one line naming the file, pool or flag (exit code 2, as argparse's usage errors)
+        print(f"{parser.prog} {args.command}: error: {err}", file=sys.stderr)
+        return 2
     return 0
 
 

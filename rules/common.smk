@@ -297,6 +297,11 @@ def eval_data():
     return [res("data", name, "eval.parquet") for name in EVAL_DATASETS]
 
 
+def eval_store():
+    """Content-addressed evaluation outputs (reset.eval_store): not an output, it outlives re-runs."""
+    return res("eval_store")
+
+
 def eval_shards():
     return list(range(config["evaluation"]["shards"]))
 
