@@ -328,6 +328,15 @@ def all_eval_scored():
     return [p for variant in VARIANTS for seed in SEEDS for p in eval_scored(variant, seed)]
 
 
+def all_eval_summaries(wildcards=None):
+    """summary.json of every evaluation scoring job (provenance records which ones were reused)."""
+    out = [res("eval", v, f"seed{s}", "summary.json") for v in VARIANTS for s in SEEDS]
+    if trajectories_enabled():
+        out += [res("eval_trajectory", v, f"seed{s}", p, "summary.json")
+                for v in TRAJECTORY_VARIANTS for s in SEEDS for p in ("first", "last")]
+    return out
+
+
 def all_trajectory_scored():
     return [p for variant in TRAJECTORY_VARIANTS for seed in SEEDS
             for point in ("first", "best", "last") for p in eval_scored(variant, seed, point)]

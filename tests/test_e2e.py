@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -45,8 +46,9 @@ def e2e_config(tiny_llama_dir, tmp_path) -> Path:
     return path
 
 
-def snakemake(workdir, configfile, *args, timeout=1500):
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+def snakemake(workdir, configfile, *args, timeout=1500, env=None):
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+           **(env or {})}
     command = [str(SNAKEMAKE), "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
                "--configfile", str(REPO / "config.yaml"), str(configfile), "--cores", "2", *args]
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
@@ -169,3 +171,33 @@ def test_report_is_self_contained_and_snakemake_report_works(run, tmp_path):
 
 def e2e_config_path(workdir) -> Path:
     return workdir / "e2e.yaml"
+
+
+EVAL_RULES = ("eval_generate", "eval_score", "eval_trajectory_generate", "eval_trajectory_score")
+
+
+def test_tables_are_byte_identical_without_the_evaluation_store(run, tmp_path):
+    """The run evaluated each distinct model once (zero-shot `instruct` is one model for both seeds,
+    `base_cd` and `instruct_cd` of a seed are one model); evaluating every variant for itself, with
+    the store turned off, writes every table byte for byte the same."""
+    workdir, results, _ = run
+    logs = workdir / "logs" / EXP
+    reused = {str(p.relative_to(logs)) for p in logs.rglob("*.log") if "reused:" in p.read_text(errors="replace")}
+    assert "eval/instruct/seed2/generate_shard0.log" in reused or "eval/instruct/seed1/generate_shard0.log" in reused
+    assert {"eval/instruct/seed1/score.log", "eval/instruct/seed2/score.log"} & reused
+    summaries = [json.loads((results / "eval" / v / "seed1" / "summary.json").read_text())["store"]
+                 for v in ("base_cd", "instruct_cd")]
+    assert summaries[0]["key"] == summaries[1]["key"] and sorted(s["reused"] for s in summaries) == [False, True]
+
+    copy = tmp_path / "without_store"
+    shutil.copytree(workdir, copy, symlinks=True)
+    shutil.rmtree(copy / "results" / EXP / "eval_store")
+    result = snakemake(copy, e2e_config_path(copy), "--forcerun", *EVAL_RULES, env={"RESET_EVAL_STORE": "0"})
+    assert result.returncode == 0, failure_report(result, copy)
+    assert not (copy / "results" / EXP / "eval_store").exists()
+    assert not any("reused:" in p.read_text(errors="replace") for p in (copy / "logs" / EXP / "eval").rglob("*.log"))
+    tables = sorted(p.name for p in (results / "tables").iterdir())
+    assert "main_results.csv" in tables and "trajectory.csv" in tables
+    for name in tables:
+        assert (copy / "results" / EXP / "tables" / name).read_bytes() == (results / "tables" / name).read_bytes(), name
+
