@@ -32,10 +32,11 @@ copies its entry, so the same evaluation never runs twice. Waiting costs that
 job's slot, never CPU; where the file system offers no locks, both compute and
 the second publish is dropped (same bytes).
 
-What the key leaves out on purpose: the device and library versions (as for
-every other output of the pipeline: Snakemake does not rerun a job for them
-either) and settings that cannot change an output (trust flags, judge cache
-path, budget cap).
+Every key also covers the digest of the package's source (reset/*.py), so after
+a code change a job that Snakemake reruns computes afresh. What the key leaves
+out on purpose: the device and library versions (as for every other output of
+the pipeline: Snakemake does not rerun a job for them either) and settings that
+cannot change an output (trust flags, judge cache path, budget cap).
 """
 
 from __future__ import annotations
@@ -64,9 +65,15 @@ ENTRY_FILE = "entry.json"
 # ---------------------------------------------------------------- keys
 
 
+def code_digest() -> str:
+    """Digest of the package's source: a changed scorer or generator never reuses an older entry."""
+    package = Path(__file__).resolve().parent
+    return json_digest({p.name: file_digest(p) for p in sorted(package.glob("*.py"))})
+
+
 def generation_key(model_dir, data_paths, settings: dict) -> tuple[str, dict]:
     """(key, what it covers) of one generation shard of a model."""
-    inputs = {"version": VERSION, "kind": "generate", "model": model_digest(model_dir),
+    inputs = {"version": VERSION, "kind": "generate", "code": code_digest(), "model": model_digest(model_dir),
               "data": [file_digest(p) for p in data_paths], "settings": settings}
     return json_digest(inputs), inputs
 
@@ -76,7 +83,7 @@ def score_key(generation_paths, settings: dict, model_dirs: dict) -> tuple[str, 
 
     model_dirs: {"judge": dir or None, "nli": dir or None}, the models scoring loads.
     """
-    inputs = {"version": VERSION, "kind": "score",
+    inputs = {"version": VERSION, "kind": "score", "code": code_digest(),
               "generations": [file_digest(p) for p in generation_paths], "settings": settings,
               "models": {name: model_digest(d) if d else None for name, d in sorted(model_dirs.items())}}
     return json_digest(inputs), inputs
