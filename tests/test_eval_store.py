@@ -169,3 +169,36 @@ def test_bad_input_is_one_line_and_exit_code_2(module, args, message, tmp_path):
     result = subprocess.run([sys.executable, "-m", module, *args], cwd=tmp_path, capture_output=True, text=True)
     assert result.returncode == 2, result.stderr
     assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_stage_table_and_duplicate_models(twins, tmp_path, capsys):
+    """benchmarks.stages: job-seconds per stage, before/after, and the seconds spent on twin models."""
+    import yaml
+
+    from benchmarks import stages
+
+    def bench(root, rel, seconds):
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"s\th:m:s\tmax_rss\n{seconds}\t0:00:01\t100\n")
+
+    before, after, results = tmp_path / "before", tmp_path / "after", tmp_path / "results"
+    for root, twin_s in ((before, 40.0), (after, 1.0)):
+        bench(root, "eval/base_cd/seed1/generate_shard0.tsv", 50.0)
+        bench(root, "eval/instruct_cd/seed1/generate_shard0.tsv", twin_s)
+        bench(root, "eval/base_cd/seed1/score.tsv", 20.0)
+        bench(root, "train/base_cd/seed1.tsv", 30.0)
+        bench(root, "eval_trajectory/base_cd/seed1/best/copy.tsv", 1.0)
+        bench(root, "data/nq.tsv", 2.0)
+    for variant, model in zip(("base_cd", "instruct_cd"), twins, strict=True):
+        shutil.copytree(model, results / "models" / variant / "seed1")
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"models": {"base": {"source": "x"}, "instruct": {"source": "x"}}}))
+
+    table = stages.per_stage(stages.read_jobs(before))
+    assert table["evaluation: generation"] == {"jobs": 2, "job_s": 90.0}
+    assert table["trajectory: best point (copy)"]["jobs"] == 1 and table["training"]["job_s"] == 30.0
+    assert stages.main([str(before), "--after", str(after), "--results", str(results), "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "| evaluation: generation | 2 | 90 | 51 | -43 % |" in out
+    assert "2 evaluated model directories hold 1 distinct models; evaluating each once saves 40 job-seconds" in out
