@@ -327,6 +327,11 @@ def eval_data():
     return [res("data", name, "eval.parquet") for name in EVAL_DATASETS]
 
 
+def eval_store():
+    """Content-addressed evaluation outputs (reset.eval_store): not an output, it outlives re-runs."""
+    return res("eval_store")
+
+
 def eval_shards():
     return list(range(S.evaluation.shards))
 
@@ -351,6 +356,15 @@ def eval_scored(variant, seed, point=None):
 
 def all_eval_scored():
     return [p for variant in VARIANTS for seed in SEEDS for p in eval_scored(variant, seed)]
+
+
+def all_eval_summaries(wildcards=None):
+    """summary.json of every evaluation scoring job (provenance records which ones were reused)."""
+    out = [res("eval", v, f"seed{s}", "summary.json") for v in VARIANTS for s in SEEDS]
+    if trajectories_enabled():
+        out += [res("eval_trajectory", v, f"seed{s}", p, "summary.json")
+                for v in TRAJECTORY_VARIANTS for s in SEEDS for p in ("first", "last")]
+    return out
 
 
 def all_trajectory_scored():

@@ -202,6 +202,7 @@ rule provenance:
         # re-run whenever the results change, so the recorded commit and versions are the ones used
         tables=res("tables", "main_results.csv"),
         filter_reports=[res("data", name, "filter_report.json") for name in DATASETS],
+        eval_summaries=all_eval_summaries,
     output:
         res("provenance.json"),
     params:
@@ -216,7 +217,7 @@ rule provenance:
         bench("report", "provenance.tsv")
     shell:
         "python -m reset.report provenance {params.config} --data-dir {params.data_dir} --repo {params.repo}"
-        " --out {output} > {log} 2>&1"
+        " --eval-summaries {input.eval_summaries} --out {output} > {log} 2>&1"
 
 
 rule report:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from e2e_support import EXP, e2e_config_path, snakemake
+from e2e_support import EXP, e2e_config_path, failure_report, snakemake
 
 from reset.variants import KIND, STAGE2_START, TRAJECTORY_VARIANTS, VARIANTS
 
@@ -149,4 +150,32 @@ def test_report_is_self_contained_and_snakemake_report_works(run, tmp_path):
     assert made.returncode == 0, made.stderr[-3000:]
     assert html.stat().st_size > 10_000
 
+
+EVAL_RULES = ("eval_generate", "eval_score", "eval_trajectory_generate", "eval_trajectory_score")
+
+
+def test_tables_are_byte_identical_without_the_evaluation_store(run, tmp_path):
+    """The run evaluated each distinct model once (zero-shot `instruct` is one model for both seeds,
+    `base_cd` and `instruct_cd` of a seed are one model); evaluating every variant for itself, with
+    the store turned off, writes every table byte for byte the same."""
+    workdir, results, _ = run
+    logs = workdir / "logs" / EXP
+    reused = {str(p.relative_to(logs)) for p in logs.rglob("*.log") if "reused:" in p.read_text(errors="replace")}
+    assert {"eval/instruct/seed1/generate_shard0.log", "eval/instruct/seed2/generate_shard0.log"} & reused
+    assert {"eval/instruct/seed1/score.log", "eval/instruct/seed2/score.log"} & reused
+    summaries = [json.loads((results / "eval" / v / "seed1" / "summary.json").read_text())["store"]
+                 for v in ("base_cd", "instruct_cd")]
+    assert summaries[0]["key"] == summaries[1]["key"] and sorted(s["reused"] for s in summaries) == [False, True]
+
+    copy = tmp_path / "without_store"   # the shared run stays as it is
+    shutil.copytree(workdir, copy, symlinks=True)
+    shutil.rmtree(copy / "results" / EXP / "eval_store")
+    result = snakemake(copy, e2e_config_path(copy), "--forcerun", *EVAL_RULES, env={"RESET_EVAL_STORE": "0"})
+    assert result.returncode == 0, failure_report(result, copy)
+    assert not (copy / "results" / EXP / "eval_store").exists()
+    assert not any("reused:" in p.read_text(errors="replace") for p in (copy / "logs" / EXP / "eval").rglob("*.log"))
+    tables = sorted(p.name for p in (results / "tables").iterdir())
+    assert "main_results.csv" in tables and "trajectory.csv" in tables
+    for name in tables:
+        assert (copy / "results" / EXP / "tables" / name).read_bytes() == (results / "tables" / name).read_bytes(), name
 
