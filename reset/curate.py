@@ -27,6 +27,8 @@ import math
 import sys
 from pathlib import Path
 
+from reset.faithfulness import add_nli_flags
+
 log = logging.getLogger(__name__)
 
 CANDIDATE_REQUIRED = ["id", "dataset", "kind", "pool", "round", "param", "value", "setting_index",
@@ -246,7 +248,7 @@ def cmd_score(args) -> None:
     else:
         nli = None
         if (unique["kind"] != "extractive_qa").any():
-            from reset.faithfulness import load_nli
+            from reset.faithfulness import load_nli_from, nli_options
 
             if args.nli_model is None:
                 raise ValueError("abstractive QA / summarisation candidates need --nli-model for SummaC-ZS")
@@ -254,9 +256,7 @@ def cmd_score(args) -> None:
                 import torch
 
                 torch.set_num_threads(args.threads)
-            nli = load_nli(args.nli_backend, args.nli_model, ent_idx=args.nli_ent_idx, con_idx=args.nli_con_idx,
-                           max_length=args.nli_max_length, batch_size=args.nli_batch_size,
-                           trust_remote_code=args.nli_trust_remote_code)
+            nli = load_nli_from(nli_options(args))
         values = faithfulness_of(unique, subset, nli, args.nli_max_chunks)
     frame = unique[["id", "dataset", "kind", "text"]].copy()
     frame[args.metric] = values
@@ -321,15 +321,7 @@ def main(argv=None) -> int:
     sc.add_argument("--subset", required=True, type=Path)
     sc.add_argument("--out", required=True, type=Path)
     sc.add_argument("--summary", required=True, type=Path, help="de-duplication counts and timing (JSON)")
-    sc.add_argument("--nli-backend", choices=["lm", "seq_cls"], default="lm")
-    sc.add_argument("--nli-model", type=Path, help="NLI model directory (faithfulness of abstractive kinds)")
-    sc.add_argument("--nli-ent-idx", type=int, default=0)
-    sc.add_argument("--nli-con-idx", type=int, default=1)
-    sc.add_argument("--nli-max-length", type=int, default=500)
-    sc.add_argument("--nli-max-chunks", type=int, default=100)
-    sc.add_argument("--nli-batch-size", type=int, default=32)
-    sc.add_argument("--nli-trust-remote-code", action="store_true",
-                    help="let the NLI model's own Python code run (only for a model you trust)")
+    add_nli_flags(sc)
     sc.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
 
     se = sub.add_parser("select", help="weighted top-1 ranking and the curated set")

@@ -38,7 +38,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from reset.faithfulness import add_nli_flags, nli_options
 from reset.io import atomic_path, write_json, write_parquet
+from reset.settings import Judge, add_flags, from_args, output_only
 
 log = logging.getLogger(__name__)
 
@@ -330,7 +332,8 @@ def score_with_store(store_dir, generation_paths, datasets, out_dir, judge_cfg, 
 
     nli_settings = {k: nli_cfg.get(k) for k in ("backend", "ent_idx", "con_idx", "max_length", "max_chunks",
                                                   "batch_size")}
-    settings = {"datasets": list(datasets), "judge": judge_cfg, "nli": nli_settings}
+    # runtime-only judge keys (concurrency, retries, time-outs) change no score: not part of the key
+    settings = {"datasets": list(datasets), "judge": output_only(Judge, judge_cfg), "nli": nli_settings}
     local_judge = judge_model_dir if judge_cfg.get("provider") == "local" else None
     key, inputs = score_key(generation_paths, settings, {"judge": local_judge, "nli": nli_cfg.get("model_dir")})
     store = Store(store_dir)
@@ -360,18 +363,6 @@ def score_with_store(store_dir, generation_paths, datasets, out_dir, judge_cfg, 
 
 
 # ---------------------------------------------------------------- CLI
-
-
-def _json_arg(text):
-    """A JSON object given inline or as @file."""
-    source = text[1:] if text.startswith("@") else "--judge-config"
-    try:
-        value = json.loads(Path(text[1:]).read_text() if text.startswith("@") else text)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{source}: not valid JSON ({err})") from None
-    if not isinstance(value, dict):
-        raise ValueError(f"{source}: expected a JSON object, got {type(value).__name__}")
-    return value
 
 
 def _reuse_args(parser, what):
@@ -419,21 +410,13 @@ def main(argv=None) -> int:
     p.add_argument("--datasets", nargs="+", required=True, help="evaluation sets to write (one parquet each)")
     p.add_argument("--out-dir", required=True)
     p.add_argument("--summary", default=None, help="JSON summary (per-set means, judge statistics, timings)")
-    p.add_argument("--judge-config", required=True, help="judges.if of the config, as JSON or @file")
+    add_flags(p, Judge, prefix="judge-", group_title="IF judge (the keys of judges.if)")
     p.add_argument("--judge-model-dir", default=None, help="prepared model directory of a local judge")
-    p.add_argument("--judge-cache", default=None, help="SQLite judge cache (shared by every scoring job)")
+    p.add_argument("--judge-cache", default=None, help="judge cache (shared by every scoring job)")
     p.add_argument("--judge-trust-remote-code", action="store_true",
-                   help="let the local judge model's own Python code run (only for a model you trust)")
+                   help="let a local judge's own Python code run (only for a model the config trusts)")
     p.add_argument("--max-usd", type=float, default=None, help="stop before a paid judge step above this")
-    p.add_argument("--nli-backend", choices=["lm", "seq_cls"], default="lm")
-    p.add_argument("--nli-model-dir", default=None)
-    p.add_argument("--nli-ent-idx", type=int, default=0)
-    p.add_argument("--nli-con-idx", type=int, default=1)
-    p.add_argument("--nli-max-length", type=int, default=500)
-    p.add_argument("--nli-max-chunks", type=int, default=100)
-    p.add_argument("--nli-batch-size", type=int, default=32)
-    p.add_argument("--nli-trust-remote-code", action="store_true",
-                   help="let the NLI model's own Python code run (only for a model you trust)")
+    add_nli_flags(p)
     p.add_argument("--store", default=None, help=STORE_HELP)
     _reuse_args(p, "directory of the best checkpoint's scored parquets")
 
@@ -471,11 +454,8 @@ def run(args) -> None:
                 best = json.loads((Path(args.reuse) / "summary.json").read_text())
                 write_json({**best, "reused_from": str(args.reuse), "step": step}, args.summary)
             return
-        nli_cfg = {"backend": args.nli_backend, "model_dir": args.nli_model_dir, "ent_idx": args.nli_ent_idx,
-                   "con_idx": args.nli_con_idx, "max_length": args.nli_max_length,
-                   "max_chunks": args.nli_max_chunks, "batch_size": args.nli_batch_size,
-                   "trust_remote_code": args.nli_trust_remote_code}
-        judge_cfg = _json_arg(args.judge_config)
+        nli_cfg = nli_options(args)
+        judge_cfg = from_args(Judge, args, prefix="judge-", where="judges.if").to_dict()
         if store_enabled(args.store):
             summary = score_with_store(args.store, args.generations, args.datasets, args.out_dir, judge_cfg,
                                        args.judge_model_dir, args.judge_cache, nli_cfg, args.max_usd, args.summary,

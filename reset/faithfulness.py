@@ -342,6 +342,36 @@ class LMNLI(NLI):
         return label_probs[:, [0, 2]].cpu().numpy()   # yes -> entail, no -> contradict
 
 
+# Keys of judges.nli that a scoring job takes as flags (--nli-<key>); the model is the prepared
+# directory (--nli-model), its source, revision and pickle allowance belong to model preparation.
+NLI_FLAG_KEYS = ("backend", "ent_idx", "con_idx", "max_length", "max_chunks", "batch_size")
+
+
+def add_nli_flags(parser, title="NLI model (judges.nli)"):
+    """The judges.nli flags every CLI that scores faithfulness takes: same names, same defaults."""
+    from reset.settings import Nli, add_flags
+
+    group = parser.add_argument_group(title)
+    group.add_argument("--nli-model", default=None, help="prepared NLI model directory (safetensors)")
+    add_flags(group, Nli, prefix="nli-", only=NLI_FLAG_KEYS)
+    group.add_argument("--nli-trust-remote-code", action="store_true",
+                       help="let the NLI model's own Python code run (only for a model the config trusts)")
+    return group
+
+
+def nli_options(args) -> dict:
+    """{backend, model_dir, ent_idx, ..., trust_remote_code} from the flags add_nli_flags added."""
+    options = {key: getattr(args, f"nli_{key}") for key in NLI_FLAG_KEYS}
+    return {**options, "model_dir": args.nli_model, "trust_remote_code": args.nli_trust_remote_code}
+
+
+def load_nli_from(options: dict, **kwargs) -> NLI:
+    """load_nli with the options nli_options() returns."""
+    return load_nli(options["backend"], options["model_dir"], ent_idx=options["ent_idx"],
+                    con_idx=options["con_idx"], max_length=options["max_length"],
+                    batch_size=options["batch_size"], trust_remote_code=options["trust_remote_code"], **kwargs)
+
+
 def load_nli(backend: str, model_dir, ent_idx: int = 0, con_idx: int = 1, max_length: int = 500,
              batch_size: int = 32, device=None, dtype=None, progress: bool = True,
              trust_remote_code: bool = False) -> NLI:

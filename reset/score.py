@@ -22,6 +22,7 @@ import json
 import sys
 
 from reset import metrics
+from reset.faithfulness import add_nli_flags, load_nli_from, nli_options
 
 NEEDS = {
     "span_coverage": ("prediction", "context"),
@@ -97,19 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m reset.score", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("metric", choices=list(NEEDS), metavar="METRIC", help=", ".join(NEEDS))
-    nli = parser.add_argument_group("NLI model (summac_zs only)")
-    nli.add_argument("--nli-model", help="local model directory (safetensors)")
-    nli.add_argument("--nli-backend", choices=["seq_cls", "lm"], default="seq_cls",
-                     help="seq_cls: sequence-classification NLI model; lm: causal LM asked yes/maybe/no "
-                          "(default: %(default)s)")
-    nli.add_argument("--ent-idx", type=int, default=0, help="entailment label index (seq_cls; default 0)")
-    nli.add_argument("--con-idx", type=int, default=1, help="contradiction label index (seq_cls; default 1)")
-    nli.add_argument("--max-length", type=int, default=500, help="max tokens per NLI input (default 500)")
-    nli.add_argument("--max-chunks", type=int, default=100, help="max context sentences (default 100)")
-    nli.add_argument("--batch-size", type=int, default=32, help="NLI batch size (default 32)")
+    nli = add_nli_flags(parser, "NLI model (summac_zs only; the keys of judges.nli)")
     nli.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    nli.add_argument("--trust-remote-code", action="store_true",
-                     help="let the NLI model's own Python code run (only for a model you trust)")
     return parser
 
 
@@ -126,12 +116,9 @@ def main(argv=None) -> int:
         return 2
     nli = None
     if args.metric == "summac_zs":
-        from reset.faithfulness import load_nli
 
-        nli = load_nli(args.nli_backend, args.nli_model, args.ent_idx, args.con_idx,
-                       args.max_length, args.batch_size, device=args.device,
-                       trust_remote_code=args.trust_remote_code)
-    scores = score_rows(rows, args.metric, nli, args.max_chunks)
+        nli = load_nli_from(nli_options(args), device=args.device)
+    scores = score_rows(rows, args.metric, nli, args.nli_max_chunks)
     out = sys.stdout
     for row, score in zip(rows, scores, strict=True):
         row["score"] = score

@@ -393,8 +393,10 @@ def _plain(value):
     return value
 
 
-def section_fields(cls) -> list[dataclasses.Field]:
-    return list(dataclasses.fields(cls))
+def output_only(cls, mapping: dict) -> dict:
+    """The entries of a section's mapping that can change an output (for keys of stores and caches)."""
+    keys = {_key(f) for f in dataclasses.fields(cls) if f.metadata["output"]}
+    return {k: v for k, v in mapping.items() if k in keys}
 
 
 def settings_hash(mapping: dict) -> str:
@@ -442,7 +444,7 @@ def add_flags(parser, cls, *, prefix: str = "", only=None, exclude=(), required=
     return parser
 
 
-def from_args(cls, args, *, prefix: str = "", **overrides):
+def from_args(cls, args, *, prefix: str = "", where: str | None = None, **overrides):
     """Rebuild a section from parsed flags (those add_flags added), validating like the config does."""
     values = {}
     for f in dataclasses.fields(cls):
@@ -452,7 +454,7 @@ def from_args(cls, args, *, prefix: str = "", **overrides):
         elif hasattr(args, dest):
             values[_key(f)] = getattr(args, dest)
     values = {k: v for k, v in values.items() if v is not None or _is_optional(_hint(cls, _field_name(cls, k)))[0]}
-    return cls.from_config(values, cls.__name__.lower())
+    return cls.from_config(values, where or cls.__name__.lower())
 
 
 def _field_name(cls, key):

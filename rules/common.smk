@@ -380,26 +380,32 @@ def eval_generate_args(wildcards):
 
 
 def eval_score_args():
-    """Judge and NLI flags of `python -m reset.evaluate score` (judges.if, judges.nli)."""
-    import json
+    """Output-affecting judge (judges.if) and NLI (judges.nli) flags of `python -m reset.evaluate score`."""
+    return " ".join([
+        cli_args({
+            "--datasets": EVAL_DATASETS,
+            "--judge-model-dir": judge_model_dir("if"),
+            "--judge-cache": judge_cache(),
+            "--max-usd": S.judges.max_usd,
+            "--judge-trust-remote-code": judge_trusts_remote_code("if"),
+        }),
+        _settings.flags(S.judges.if_, output=True, prefix="judge-"),
+        nli_args(),
+    ])
 
-    nli = config["judges"]["nli"]
-    return cli_args({
-        "--datasets": EVAL_DATASETS,
-        "--judge-config": json.dumps(config["judges"]["if"], sort_keys=True),
-        "--judge-model-dir": judge_model_dir("if"),
-        "--judge-cache": res("cache", "judge.sqlite"),
-        "--max-usd": config["judges"].get("max_usd"),
-        "--nli-backend": nli["backend"],
-        "--nli-model-dir": nli_model_dir(),
-        "--nli-ent-idx": nli.get("ent_idx"),
-        "--nli-con-idx": nli.get("con_idx"),
-        "--nli-max-length": nli.get("max_length"),
-        "--nli-max-chunks": nli.get("max_chunks"),
-        "--nli-batch-size": nli.get("batch_size"),
-        "--judge-trust-remote-code": judge_trusts_remote_code("if"),
-        "--nli-trust-remote-code": nli_trusts_remote_code(),
-    })
+
+def eval_score_runtime():
+    return runtime_flags(S.judges.if_, prefix="judge-")
+
+
+def nli_args():
+    """judges.nli flags of every faithfulness-scoring job (the model as its prepared directory)."""
+    from reset.faithfulness import NLI_FLAG_KEYS
+
+    return " ".join([
+        cli_args({"--nli-model": nli_model_dir(), "--nli-trust-remote-code": nli_trusts_remote_code()}),
+        _settings.flags(S.judges.nli, output=None, only=NLI_FLAG_KEYS, prefix="nli-"),
+    ])
 
 
 def eval_score_models():
@@ -597,13 +603,7 @@ def judge_cost_args(wildcards, input):
 
 
 def candidate_nli_args():
-    nli = config["judges"]["nli"]
-    return cli_args({
-        "--nli-backend": nli["backend"], "--nli-model": nli_model_dir(), "--nli-ent-idx": nli.get("ent_idx"),
-        "--nli-con-idx": nli.get("con_idx"), "--nli-max-length": nli.get("max_length"),
-        "--nli-max-chunks": nli.get("max_chunks"), "--nli-batch-size": nli.get("batch_size"),
-        "--nli-trust-remote-code": nli_trusts_remote_code(),
-    })
+    return nli_args()
 
 
 def curate_args(wildcards):

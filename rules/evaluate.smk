@@ -48,6 +48,7 @@ rule eval_score:
         summary=res("eval", "{variant}", "seed{seed}", "summary.json"),
     params:
         args=eval_score_args(),
+        runtime=eval_score_runtime(),
         store=eval_store(),
         out_dir=lambda w: res("eval", w.variant, f"seed{w.seed}"),
     threads: 1
@@ -56,7 +57,7 @@ rule eval_score:
     benchmark:
         bench("eval", "{variant}", "seed{seed}", "score.tsv")
     shell:
-        "python -m reset.evaluate score --generations {input.generations} {params.args}"
+        "python -m reset.evaluate score --generations {input.generations} {params.args} {params.runtime}"
         " --store {params.store} --out-dir {params.out_dir} --summary {output.summary} > {log} 2>&1"
 
 
@@ -108,6 +109,7 @@ rule eval_trajectory_score:
         variant="|".join(TRAJECTORY_VARIANTS),
     params:
         args=eval_score_args(),
+        runtime=eval_score_runtime(),
         store=eval_store(),
         out_dir=lambda w: res("eval_trajectory", w.variant, f"seed{w.seed}", w.point),
         best_dir=lambda w: res("eval", w.variant, f"seed{w.seed}"),
@@ -117,7 +119,7 @@ rule eval_trajectory_score:
     benchmark:
         bench("eval_trajectory", "{variant}", "seed{seed}", "{point}", "score.tsv")
     shell:
-        "python -m reset.evaluate score --generations {input.generations} {params.args}"
+        "python -m reset.evaluate score --generations {input.generations} {params.args} {params.runtime}"
         " --points {input.points} --point {wildcards.point} --reuse {params.best_dir}"
         " --store {params.store} --out-dir {params.out_dir} --summary {output.summary} > {log} 2>&1"
 

@@ -88,8 +88,8 @@ log "reference: summac 0.0.4 in $ENV"
     --out "$WORK/reference.json" >"$WORK/reference.log" 2>&1 || { cat "$WORK/reference.log" >&2; exit 2; }
 
 log "ours: python -m reset.score summac_zs"
-"$OURS" -m reset.score summac_zs --nli-model "$WORK/model" --nli-backend seq_cls --ent-idx 0 --con-idx 1 \
-    --max-length 500 --max-chunks 100 --device cpu <"$CASES" >"$WORK/ours.jsonl" 2>"$WORK/ours.log" \
+"$OURS" -m reset.score summac_zs --nli-model "$WORK/model" --nli-backend seq_cls --nli-ent-idx 0 --nli-con-idx 1 \
+    --nli-max-length 500 --nli-max-chunks 100 --device cpu <"$CASES" >"$WORK/ours.jsonl" 2>"$WORK/ours.log" \
     || { cat "$WORK/ours.log" >&2; exit 2; }
 
 "$OURS" scripts/summac_parity_compare.py --cases "$CASES" --reference "$WORK/reference.json" \

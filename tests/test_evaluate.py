@@ -164,7 +164,7 @@ def test_trajectory_point_at_the_best_step_reuses_the_main_evaluation(eval_sets,
                           "--max-new-tokens", "4", "--out", str(tmp_path / "g.parquet"), *common, str(gen)]) == 0
     assert (tmp_path / "g.parquet").read_bytes() == gen.read_bytes()
     assert evaluate.main(["score", "--generations", str(tmp_path / "g.parquet"), "--datasets", "nq", "wikisum",
-                          "--judge-config", "{}", "--out-dir", str(tmp_path / "scored"),
+                          "--out-dir", str(tmp_path / "scored"),
                           "--summary", str(tmp_path / "scored" / "summary.json"), *common, str(best)]) == 0
     assert pd.read_parquet(tmp_path / "scored" / "wikisum.parquet")["id"].item() == "wikisum"
     summary = json.loads((tmp_path / "scored" / "summary.json").read_text())
