@@ -329,7 +329,7 @@ def main(argv=None) -> int:
     p.add_argument("--summary", default=None, help="JSON summary (per-set means, judge statistics, timings)")
     p.add_argument("--judge-config", required=True, help="judges.if of the config, as JSON or @file")
     p.add_argument("--judge-model-dir", default=None, help="prepared model directory of a local judge")
-    p.add_argument("--judge-cache", default=None, help="SQLite judge cache (shared by every scoring job)")
+    p.add_argument("--judge-cache", default=None, help="judge cache directory (shared by every scoring job)")
     p.add_argument("--judge-trust-remote-code", action="store_true",
                    help="let the local judge model's own Python code run (only for a model you trust)")
     p.add_argument("--max-usd", type=float, default=None, help="stop before a paid judge step above this")

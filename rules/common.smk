@@ -344,7 +344,7 @@ def eval_score_args():
         "--datasets": EVAL_DATASETS,
         "--judge-config": json.dumps(config["judges"]["if"], sort_keys=True),
         "--judge-model-dir": judge_model_dir("if"),
-        "--judge-cache": res("cache", "judge.sqlite"),
+        "--judge-cache": judge_cache(),
         "--max-usd": config["judges"].get("max_usd"),
         "--nli-backend": nli["backend"],
         "--nli-model-dir": nli_model_dir(),
@@ -500,8 +500,9 @@ def judge_settings_json(judge):
 
 
 def judge_cache():
-    """The persistent IF judge cache (not an output: it outlives re-runs)."""
-    return res("cache", "judge.sqlite")
+    """The persistent IF judge cache directory (not an output: it outlives re-runs; a judge.sqlite
+    beside it, the cache of earlier versions, is read too)."""
+    return res("cache", "judge")
 
 
 def candidate_judge_inputs(wildcards):
