@@ -164,10 +164,11 @@ class JudgeCache:
             self._models.setdefault(key, entry.get("model", ""))
         self._offsets[name] = offset + used
 
-    def get(self, key: str) -> dict | None:
+    def get(self, key: str, fresh: bool = False) -> dict | None:
+        """The value of `key`; a miss re-reads the shards (at once with `fresh`, else at most every 0.2 s)."""
         with self._lock:
             if key not in self._values:
-                self.refresh()
+                self.refresh(force=fresh)
             return self._values.get(key)
 
     def __contains__(self, key: str) -> bool:

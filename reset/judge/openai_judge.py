@@ -111,7 +111,7 @@ class OpenAIJudge(Judge):
             value = self.cache.get(key)
             if value is not None:
                 return value
-        value = self.cache.get(key)   # the holder may have answered just before letting go
+        value = self.cache.get(key, fresh=True)   # the holder may have answered just before letting go
         if value is not None:
             self.cache.release(key)
         return value
