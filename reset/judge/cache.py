@@ -294,7 +294,7 @@ class JudgeCache:
         record = self._read_claim(path)
         if not isinstance(record, dict) or record.get("owner") != self.owner:
             return False
-        tmp = path.with_name(f".{key}.{self.owner}.tmp")
+        tmp = path.with_name(f".{key}.renew-{self.owner}")
         tmp.write_bytes(self._claim_record(ttl_s))
         os.replace(tmp, path)   # readers see the old or the new record, never half of one
         return True
@@ -368,7 +368,7 @@ def compact(path, quiet_s: float = 600.0, force: bool = False) -> dict:
     cache.close()
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
     target = shards / f"compacted-{stamp}-{uuid.uuid4().hex[:8]}.jsonl"
-    tmp = shards / f".{target.name}.tmp"
+    tmp = shards / f".{target.name}.partial"
     with open(tmp, "w", encoding="utf-8") as f:
         for key, model, value in sorted(entries, key=lambda e: e[0]):
             f.write(json.dumps({"key": key, "model": model, "value": value, "created": time.time()},
