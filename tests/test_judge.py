@@ -453,3 +453,35 @@ def test_a_killed_unreaped_process_counts_as_dead():
     assert not _process_alive(child.pid)
     child.wait()
     assert not _process_alive(child.pid)
+
+
+def test_a_reply_without_rating_gets_a_follow_up_turn_not_the_same_prompt(api_key):
+    """format_retries: the rating-less reply stays in the conversation and the format is asked for."""
+    from reset.judge import FORMAT_REMINDER
+
+    item = {"id": "x", "question": "Is this rated?", "answer": "An answer without luck."}
+    with ChatServer() as server:
+        server.fault_on("without luck", Fault.no_rating())          # the first reply only
+        judge = make_judge(openai_cfg(server, format_retries=1))
+        (row,) = judge.judge([item])
+        first, second = (r["body"]["messages"] for r in server.requests)
+    assert len(server.requests) == 2 and judge.stats["retries"] == {"no_rating": 1}
+    assert first == judge_prompt(item["question"], item["answer"])
+    assert second[:2] == first and second[2]["role"] == "assistant" and "cannot decide" in second[2]["content"]
+    assert second[3] == {"role": "user", "content": FORMAT_REMINDER}
+    assert row["rating"] == expected_rating(item["question"], item["answer"]) and row["error"] is None
+
+    with ChatServer() as server:                                     # no budget for follow-ups: missing at once
+        server.fault_on("without luck", Fault.no_rating(), forever=True)
+        judge = make_judge(openai_cfg(server, format_retries=0, max_retries=4))
+        (row,) = judge.judge([item])
+    assert len(server.requests) == 1 and row["rating"] is None
+    assert row["error"].startswith("no_rating:") and "0 follow-up(s)" in row["error"]
+
+
+def test_list_served_models_names_the_url_when_there_is_no_model_list():
+    from reset.judge import JudgeFatalError, list_served_models
+
+    with ChatServer() as server:   # our loopback server has no GET /models
+        with pytest.raises(JudgeFatalError, match=rf"GET {server.url}/models: HTTP"):
+            list_served_models(server.url, KEY_ENV)
