@@ -2,34 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
 
-DEFAULTS = {
-    "provider": None,
-    "model": None,
-    "base_url": None,
-    "api_key_env": "OPENAI_API_KEY",
-    "temperature": 0.0,
-    "max_tokens": 512,
-    "concurrency": 4,
-    "max_retries": 5,
-    "format_retries": 1,
-    "timeout_s": 60.0,
-    "backoff_base_s": 1.0,
-    "backoff_max_s": 60.0,
-    "claim_ttl_s": 120.0,
-    "price_prompt_per_1k": 0.0,
-    "price_completion_per_1k": 0.0,
-    # cost estimate
-    "chars_per_token": 4.0,
-    "expected_completion_tokens": 64,
-    # local provider
-    "batch_size": 8,
-    "explain_tokens": 0,
-    "max_input_tokens": 2048,
-}
+from reset.settings import REQUIRED
+from reset.settings import Judge as JudgeKeys
+
+# one definition per key: reset/settings.py (Judge), with its doc and whether it changes outputs
+DEFAULTS = {f.name: None if f.default is REQUIRED else f.default for f in dataclasses.fields(JudgeKeys)}
 RETRY_AFTER_CAP_S = 600.0  # never sleep longer than this on one Retry-After
 
 
