@@ -143,8 +143,8 @@ def test_models_listed_replies_parsed_or_missing_and_one_follow_up_per_rating_le
 
 
 def test_killed_and_restarted_server_mid_run_loses_nothing(server, tmp_path):
-    proc, out, summary_path, log = run_judge(server, tmp_path, "run1", QUESTIONS, "--max-retries", "8",
-                                             "--backoff-base", "0.5", "--backoff-max", "2", wait=False)
+    proc, out, summary_path, log = run_judge(server, tmp_path, "run1", QUESTIONS, "--max-retries", "30",
+                                             "--backoff-base", "0.5", "--backoff-max", "3", wait=False)
     try:
         deadline = time.monotonic() + 240
         while server.chat_requests() < 2:   # two replies in: kill the server mid-run
