@@ -298,6 +298,20 @@ class Evaluation(Section):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class Report(Section):
+    bootstrap_resamples: int = setting(
+        10000, "resamples of the paired bootstrap behind the 95 % intervals, p-values and verdicts of "
+               "tables/claims.csv (docs/results.md)", schema={"minimum": 100})
+    seed: int = setting(0, "seed of the bootstrap draw and of the example generations shown in the report: the same "
+                           "seed gives the same intervals and examples", schema={"minimum": 0})
+    similarity_margin: float = setting(
+        0.02, "margin of the similar-or-better claims (ReSet-S vs ReSet, the abstractive trend): reproduced when "
+              "the interval of b - a lies above -margin (0-1 score scale)", schema={"minimum": 0, "maximum": 1})
+    examples_per_set: int = setting(2, "example generations per evaluation set in the report and "
+                                       "tables/examples.csv", schema={"minimum": 1})
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class Config(Section):
     experiment: str = setting(doc="name of the run; every output goes under results/{experiment}/",
                               schema={"pattern": "^[A-Za-z0-9_.-]+$"})
@@ -311,6 +325,7 @@ class Config(Section):
     judges: Judges = setting(doc="IF judges and the NLI model")
     curation: Curation = setting(Curation(), "ranking and curated set sizes")
     evaluation: Evaluation = setting(Evaluation(), "evaluation of every variant")
+    report: Report = setting(Report(), "reproduction verdicts and example generations of the report")
 
     @classmethod
     def from_config(cls, mapping, where: str = "config"):

@@ -13,6 +13,7 @@ from reset.variants import (
     MIXTURES,
     SAMPLING_POOLS,
     SPLITS,
+    STAGE2_START,
     TRAINED_VARIANTS,
     TRAJECTORY_VARIANTS,
     VARIANTS,
@@ -326,6 +327,11 @@ def eval_data():
     return [res("data", name, "eval.parquet") for name in EVAL_DATASETS]
 
 
+def eval_store():
+    """Content-addressed evaluation outputs (reset.eval_store): not an output, it outlives re-runs."""
+    return res("eval_store")
+
+
 def eval_shards():
     return list(range(S.evaluation.shards))
 
@@ -350,6 +356,15 @@ def eval_scored(variant, seed, point=None):
 
 def all_eval_scored():
     return [p for variant in VARIANTS for seed in SEEDS for p in eval_scored(variant, seed)]
+
+
+def all_eval_summaries(wildcards=None):
+    """summary.json of every evaluation scoring job (provenance records which ones were reused)."""
+    out = [res("eval", v, f"seed{s}", "summary.json") for v in VARIANTS for s in SEEDS]
+    if trajectories_enabled():
+        out += [res("eval_trajectory", v, f"seed{s}", p, "summary.json")
+                for v in TRAJECTORY_VARIANTS for s in SEEDS for p in ("first", "last")]
+    return out
 
 
 def all_trajectory_scored():
@@ -397,18 +412,47 @@ def eval_set_args():
                      "--unseen": config["evaluation"]["unseen"]})
 
 
+def trajectory_start_scored():
+    """Main evaluations a second stage's trajectory starts from (reset.variants.STAGE2_START)."""
+    return [p for variant in TRAJECTORY_VARIANTS if variant in STAGE2_START for seed in SEEDS
+            for p in eval_scored(STAGE2_START[variant], seed)]
+
+
+def claims_trajectory_inputs():
+    """The checkpoint trajectories the checkpoint claims need, when the run evaluates them."""
+    return all_trajectory_scored() if trajectories_enabled() else []
+
+
+def report_flags(*keys):
+    """Flags of report.* keys (they change the outputs that read them, so they are params)."""
+    return _settings.flags(S.report, only=keys)
+
+
+def eval_root(path):
+    """results/{exp}/eval from eval/{variant}/seed{seed}/{dataset}.parquet."""
+    return os.path.dirname(os.path.dirname(os.path.dirname(path)))
+
+
+def trajectory_root(path):
+    """results/{exp}/eval_trajectory from eval_trajectory/{variant}/seed{seed}/{point}/{dataset}.parquet."""
+    return os.path.dirname(eval_root(path))
+
+
 REPORT_TABLES = [
+    "claims.csv", "claims.md", "claims.tex",
     "main_results.csv", "main_results.md", "main_results.tex", "main_results_by_seed.csv",
     "two_stage.csv", "two_stage.md", "two_stage.tex", "coverage.csv", "coverage.md", "coverage.tex", "lengths.csv",
+    "examples.csv",
 ]
-REPORT_FIGURES = ["tradeoff.png", "two_stage.png", "lengths.png"]
+REPORT_FIGURES = ["claims_forest.png", "tradeoff.png", "two_stage.png", "lengths.png"]
+TRAJECTORY_FIGURES = ["trajectory.png", "trajectory_sets.png", "trajectory_lengths.png"]
 
 
 def report_inputs():
     """Tables and figures the HTML report embeds (trajectories when evaluation.trajectories)."""
     out = [res("tables", f) for f in REPORT_TABLES] + [res("figures", f) for f in REPORT_FIGURES]
     if trajectories_enabled():
-        out += [res("tables", "trajectory.csv"), res("figures", "trajectory.png")]
+        out += [res("tables", "trajectory.csv")] + [res("figures", f) for f in TRAJECTORY_FIGURES]
     return out
 
 
@@ -529,9 +573,13 @@ def judge_cache():
 
 
 def candidate_judge_inputs(wildcards):
-    """A candidate IF judge job needs its items, the cost estimate and, for a local judge, its model."""
+    """A candidate IF judge job needs its items, the cost estimate and, for a local judge, its model.
+
+    The estimate is a gate, not data: ancient() keeps a re-made estimate (prices or max_usd changed)
+    from rerunning the judgements and everything trained on them.
+    """
     out = {"judge_items": res("scores", "candidates", f"{wildcards.judge}_items.parquet"),
-           "estimate": res("judge_cost_estimate.json")}
+           "estimate": ancient(res("judge_cost_estimate.json"))}
     if judge_model_dir(wildcards.judge):
         out["model"] = judge_model_dir(wildcards.judge)
     return out

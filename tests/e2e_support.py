@@ -36,8 +36,9 @@ def e2e_config(tiny_llama_dir, tmp_path) -> Path:
     return path
 
 
-def snakemake(workdir, configfile, *args, timeout=1500):
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+def snakemake(workdir, configfile, *args, timeout=1500, env=None):
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+           **(env or {})}
     command = [str(SNAKEMAKE), "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
                "--configfile", str(REPO / "config.yaml"), str(configfile), "--cores", "2", *args]
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)

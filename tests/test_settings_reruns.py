@@ -102,6 +102,14 @@ RESET_TRAININGS = 3  # instruct_mtl_reset, instruct_mtl_reset_s, instruct_reset
      {"sample", "eval_generate", "prepare_model"}),
     # decoding of evaluation: every generation job, no training
     (("evaluation", "max_new_tokens"), 9, {}, {"train", "sample", "judge_candidates"}),
+    # a price: the cost estimate only (a gate, not an input of the judgements)
+    (("judges", "if", "price_prompt_per_1k"), 0.5, {"judge_cost_estimate": 1},
+     {"judge_candidates", "train", "eval_score"}),
+    # the verdicts' margin: the claims table and its figure (and the report), nothing upstream
+    (("report", "similarity_margin"), 0.05, {"claims": 1, "figure_claims": 1},
+     {"train", "eval_score", "tables", "examples", "trajectory_table"}),
+    # the report's seed: the bootstrap and the example draw, not the main tables
+    (("report", "seed"), 7, {"claims": 1, "examples": 1}, {"train", "eval_score", "tables", "figures"}),
     # a third seed: only its own jobs
     (("seeds",), [1, 2, 3], {"train": TRAINED_PER_SEED}, {"prepare_dataset", "sample"}),
 ])
