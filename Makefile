@@ -4,6 +4,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+LLAMA_STAMP := $(VENV)/.llama-cpp-server
 CORES ?= 2
 
 .PHONY: demo test lint bench clean-demo
@@ -21,6 +22,14 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
+# Tests only: llama.cpp's OpenAI-compatible server, a judge endpoint we did not write
+# (tests/test_judge_llama_cpp.py). Pinned here, not in requirements.txt, because no pipeline
+# job needs it and it builds from source: about 12 CPU-minutes on a fresh machine; pip's
+# wheel cache keeps the built wheel, so later installs on the same machine take seconds.
+$(LLAMA_STAMP): $(STAMP)
+	$(PY) -m pip install -q 'llama-cpp-python[server]==0.3.36'
+	touch $(LLAMA_STAMP)
+
 demo: $(STAMP)
 	$(VENV)/bin/snakemake --cores $(CORES)
 	$(PY) -m reset.report show results/demo
@@ -29,7 +38,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/snakemake --lint
 
-test: $(STAMP) lint
+test: $(STAMP) $(LLAMA_STAMP) lint
 	$(PY) -m pytest -q tests
 
 bench: $(STAMP)

@@ -412,7 +412,7 @@ def main(argv=None) -> int:
     p.add_argument("--summary", default=None, help="JSON summary (per-set means, judge statistics, timings)")
     add_flags(p, Judge, prefix="judge-", group_title="IF judge (the keys of judges.if)")
     p.add_argument("--judge-model-dir", default=None, help="prepared model directory of a local judge")
-    p.add_argument("--judge-cache", default=None, help="judge cache (shared by every scoring job)")
+    p.add_argument("--judge-cache", default=None, help="judge cache directory (shared by every scoring job)")
     p.add_argument("--judge-trust-remote-code", action="store_true",
                    help="let a local judge's own Python code run (only for a model the config trusts)")
     p.add_argument("--max-usd", type=float, default=None, help="stop before a paid judge step above this")

@@ -216,6 +216,12 @@ class Judge(Section):
     max_retries: int = setting(5, "retries of a request after a transport error, time-out, 429 or 5xx",
                                output=False,
                                schema={"minimum": 0})
+    format_retries: int = setting(1, "follow-up turns asking for the rating in the required format after a reply "
+                                     "without one (a budget apart from max_retries); the rating is stored under "
+                                     "the original prompt's key", output=False, schema={"minimum": 0})
+    claim_ttl_s: float = setting(120.0, "seconds a claim on a prompt in the shared judge cache outlives its "
+                                        "holder's last renewal (renewed every third of it while in flight)",
+                                 output=False, schema={"exclusiveMinimum": 0})
     timeout_s: float = setting(60.0, "seconds before a request is abandoned and retried", output=False,
                                schema={"exclusiveMinimum": 0})
     backoff_base_s: float = setting(1.0, "first retry back-off; doubles per retry, with jitter", output=False,

@@ -373,9 +373,8 @@ def all_trajectory_scored():
 
 
 def eval_generate_args(wildcards):
-    ev = config["evaluation"]
-    return cli_args({"--shards": ev["shards"], "--max-new-tokens": ev["max_new_tokens"],
-                     "--batch-size": ev["batch_size"],
+    ev = S.evaluation
+    return cli_args({"--shards": ev.shards, "--max-new-tokens": ev.max_new_tokens, "--batch-size": ev.batch_size,
                      "--trust-remote-code": variant_trusts_remote_code(wildcards.variant)})
 
 
@@ -414,8 +413,7 @@ def eval_score_models():
 
 
 def eval_set_args():
-    return cli_args({"--seeds": SEEDS, "--seen": config["evaluation"]["seen"],
-                     "--unseen": config["evaluation"]["unseen"]})
+    return cli_args({"--seeds": SEEDS, "--seen": list(S.evaluation.seen), "--unseen": list(S.evaluation.unseen)})
 
 
 def trajectory_start_scored():
@@ -567,14 +565,16 @@ def judge_rounds(judge):
 
 
 def judge_settings_json(judge):
+    """The output-affecting keys of judges.<judge> as JSON (runtime keys: candidate_judge_runtime)."""
     import json
 
-    return json.dumps(config["judges"][judge], sort_keys=True)
+    return json.dumps(judge_settings(judge).output_dict(), sort_keys=True)
 
 
 def judge_cache():
-    """The persistent IF judge cache (not an output: it outlives re-runs)."""
-    return res("cache", "judge.sqlite")
+    """The persistent IF judge cache directory (not an output: it outlives re-runs; a judge.sqlite
+    beside it, the cache of earlier versions, is read too)."""
+    return res("cache", "judge")
 
 
 def candidate_judge_inputs(wildcards):
@@ -590,6 +590,10 @@ def candidate_judge_inputs(wildcards):
     return out
 
 
+def candidate_judge_runtime(wildcards):
+    return runtime_flags(judge_settings(wildcards.judge))
+
+
 def candidate_judge_args(wildcards):
     return cli_args({"--settings": judge_settings_json(wildcards.judge),
                      "--model-dir": judge_model_dir(wildcards.judge), "--cache": judge_cache(),
@@ -599,7 +603,7 @@ def candidate_judge_args(wildcards):
 def judge_cost_args(wildcards, input):
     jobs = " ".join(cli_args({"--job": [judge, judge_settings_json(judge), input[judge]]})
                     for judge in ("if", "if_supercharged"))
-    return f"{jobs} {cli_args({'--max-usd': config['judges'].get('max_usd'), '--cache': judge_cache()})}"
+    return f"{jobs} {cli_args({'--max-usd': S.judges.max_usd, '--cache': judge_cache()})}"
 
 
 def candidate_nli_args():

@@ -91,7 +91,7 @@ rule build_mixture:
         dev=res("data", "mixtures", "{mixture}", "dev.parquet"),
         report=res("data", "mixtures", "{mixture}", "report.json"),
     params:
-        seed=config["data"]["split_seed"],
+        seed=S.data.split_seed,
         out_dir=lambda wildcards, output: os.path.dirname(output.report),
     log:
         logs("data", "mixtures", "{mixture}.log"),

@@ -60,13 +60,14 @@ rule judge_candidates:
         summary=res("scores", "candidates", "{judge}_summary.json"),
     params:
         args=candidate_judge_args,
+        runtime=candidate_judge_runtime,
     threads: 1
     log:
         logs("scores", "{judge}.log"),
     benchmark:
         bench("scores", "{judge}.tsv")
     shell:
-        "python -m reset.judge {params.args} --in {input.judge_items} --out {output.scores}"
+        "python -m reset.judge {params.args} {params.runtime} --in {input.judge_items} --out {output.scores}"
         " --summary {output.summary} > {log} 2>&1"
 
 

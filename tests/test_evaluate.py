@@ -83,7 +83,7 @@ def test_scores_by_kind(eval_sets, tiny_llama_dir, tmp_path):
     nli_cfg = {"backend": "lm", "model_dir": tiny_llama_dir, "ent_idx": 0, "con_idx": 1, "max_length": 256,
                "max_chunks": 10, "batch_size": 8}
     judge_cfg = {"provider": "local", "model": "tiny-llama", "batch_size": 4}
-    cache = tmp_path / "judge.sqlite"
+    cache = tmp_path / "judge"
     out = tmp_path / "scored"
     scored, summary = evaluate.score_generations(shards, SETS + ["bioasq"], out, judge_cfg, tiny_llama_dir, cache,
                                                  nli_cfg, summary_path=out / "summary.json")

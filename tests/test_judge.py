@@ -367,7 +367,7 @@ def test_cache_claims_lapse_with_their_holder(tmp_path):
     """A claim blocks another job only while its holder lives and it has not expired."""
     import time
 
-    path = tmp_path / "cache.db"
+    path = tmp_path / "cache"
     first, second = JudgeCache(path), JudgeCache(path)
     assert first.claim("k", ttl_s=60) and first.claim("k", ttl_s=60)   # taking one's own claim again is fine
     assert not second.claim("k", ttl_s=60)                              # a live holder keeps it
@@ -381,12 +381,62 @@ def test_cache_claims_lapse_with_their_holder(tmp_path):
     # a holder killed mid-request (kill -9: no release) does not block the re-run on this host
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     pid = int(dead.stdout)
-    with first._lock:
-        first._db.execute("INSERT INTO claims VALUES ('orphan', 'gone', ?, ?, ?)",
-                          (first._host, pid, time.time() + 3600))
-        first._db.commit()
+    orphan = {"owner": "gone", "host": first._host, "pid": pid, "expires": time.time() + 3600}
+    (path / "claims" / "orphan").write_text(json.dumps(orphan))
     assert second.claim("orphan", ttl_s=60)
+    # on another host a pid means nothing: only the expiry frees the claim
+    (path / "claims" / "far").write_text(json.dumps({**orphan, "host": "another-node"}))
+    assert not second.claim("far", ttl_s=60)
+    (path / "claims" / "far").write_text(json.dumps({**orphan, "host": "another-node", "expires": time.time() - 1}))
+    assert second.claim("far", ttl_s=60)
     first.close(), second.close()
+
+
+def test_claims_are_renewed_while_held_and_lapse_after_the_holder_stops(tmp_path):
+    import time
+
+    holder, other = JudgeCache(tmp_path / "c"), JudgeCache(tmp_path / "c")
+    other._host = "another-node"                       # as if on another host: no pid check
+    assert holder.claim("k", ttl_s=0.6)
+    time.sleep(1.5)                                    # past the first expiry: the renewal kept it
+    assert not other.claim("k", ttl_s=0.6)
+    holder._closing.set()                              # the holder stops renewing (as if killed)
+    holder._renewer.join(timeout=5)
+    time.sleep(0.8)
+    assert other.claim("k", ttl_s=0.6)                 # lapsed by expiry
+    other.close()
+
+
+def test_cache_shards_survive_a_torn_line_and_old_sqlite_caches_are_read(tmp_path):
+    """A half-written last line is never read; a judge.sqlite of the earlier version is read and compacted."""
+    import sqlite3
+    import time
+
+    from reset.judge import compact
+
+    old = tmp_path / "judge.sqlite"
+    with sqlite3.connect(old) as db:
+        db.execute("CREATE TABLE judgements (key TEXT PRIMARY KEY, model TEXT NOT NULL, value TEXT NOT NULL, "
+                   "created REAL NOT NULL)")
+        db.execute("INSERT INTO judgements VALUES ('old', 'm', ?, ?)", (json.dumps({"text": "Rating: 3"}), time.time()))
+    db.close()
+    writer = JudgeCache(tmp_path / "judge")                # the new directory beside the old file
+    assert writer.get("old") == {"text": "Rating: 3"}
+    writer.put("new", "m", {"text": "Rating: 7"})
+    shard = next((tmp_path / "judge" / "shards").glob("*.jsonl"))
+    with open(shard, "a") as f:                        # a writer killed in the middle of a line
+        f.write('{"key": "torn", "model": "m", "val')
+    reader = JudgeCache(tmp_path / "judge.sqlite")         # the old name reaches the same cache
+    assert reader.keys() == {"old", "new"}
+    assert JudgeCache(tmp_path / "judge", create=False).get("new") == {"text": "Rating: 7"}
+    writer.close(), reader.close()
+    with pytest.raises(ValueError, match="a job may be running"):
+        compact(tmp_path / "judge")
+    result = compact(tmp_path / "judge", force=True)
+    assert result["entries"] == 2 and result["shards_folded"] == 1 and not old.exists()
+    assert (tmp_path / "judge.sqlite.migrated").exists()
+    assert JudgeCache(tmp_path / "judge").keys() == {"old", "new"}
+    assert len(list((tmp_path / "judge" / "shards").glob("*.jsonl"))) == 1
 
 
 def test_a_killed_unreaped_process_counts_as_dead():
@@ -394,7 +444,7 @@ def test_a_killed_unreaped_process_counts_as_dead():
     import signal
     import time
 
-    from reset.judge import _process_alive
+    from reset.judge.cache import _process_alive
 
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     assert _process_alive(child.pid)
@@ -403,3 +453,35 @@ def test_a_killed_unreaped_process_counts_as_dead():
     assert not _process_alive(child.pid)
     child.wait()
     assert not _process_alive(child.pid)
+
+
+def test_a_reply_without_rating_gets_a_follow_up_turn_not_the_same_prompt(api_key):
+    """format_retries: the rating-less reply stays in the conversation and the format is asked for."""
+    from reset.judge import FORMAT_REMINDER
+
+    item = {"id": "x", "question": "Is this rated?", "answer": "An answer without luck."}
+    with ChatServer() as server:
+        server.fault_on("without luck", Fault.no_rating())          # the first reply only
+        judge = make_judge(openai_cfg(server, format_retries=1))
+        (row,) = judge.judge([item])
+        first, second = (r["body"]["messages"] for r in server.requests)
+    assert len(server.requests) == 2 and judge.stats["retries"] == {"no_rating": 1}
+    assert first == judge_prompt(item["question"], item["answer"])
+    assert second[:2] == first and second[2]["role"] == "assistant" and "cannot decide" in second[2]["content"]
+    assert second[3] == {"role": "user", "content": FORMAT_REMINDER}
+    assert row["rating"] == expected_rating(item["question"], item["answer"]) and row["error"] is None
+
+    with ChatServer() as server:                                     # no budget for follow-ups: missing at once
+        server.fault_on("without luck", Fault.no_rating(), forever=True)
+        judge = make_judge(openai_cfg(server, format_retries=0, max_retries=4))
+        (row,) = judge.judge([item])
+    assert len(server.requests) == 1 and row["rating"] is None
+    assert row["error"].startswith("no_rating:") and "0 follow-up(s)" in row["error"]
+
+
+def test_list_served_models_names_the_url_when_there_is_no_model_list():
+    from reset.judge import JudgeFatalError, list_served_models
+
+    with ChatServer() as server:   # our loopback server has no GET /models
+        with pytest.raises(JudgeFatalError, match=rf"GET {server.url}/models: HTTP"):
+            list_served_models(server.url, KEY_ENV)

@@ -23,6 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 KEY_ENV = "RESET_FAULT_TEST_KEY"
 FAKE_KEY = "sk-FAKE-5f0c9e1d-NEVER-WRITE-ME"
 MAX_RETRIES = 3
+FORMAT_RETRIES = 2
 
 # answer token -> faults the server injects on requests for that answer, in order
 TRANSIENT = {
@@ -38,7 +39,7 @@ TRANSIENT = {
 }
 # answer token -> a fault that never goes away, and the error the item must end with
 PERMANENT = {
-    "toknever": (Fault.no_rating(), "no_rating", f"gave up after {MAX_RETRIES + 1} attempts"),
+    "toknever": (Fault.no_rating(), "no_rating", f"gave up after {FORMAT_RETRIES} follow-up(s)"),
     "tokflaky": (Fault.http(500), "http_500", f"gave up after {MAX_RETRIES + 1} attempts"),
     "tok400": (Fault.http(400), "http_400", "not retried"),
 }
@@ -66,9 +67,10 @@ def plan(server):
 def run_judge(server, tmp_path, items_path, name, *extra):
     out, summary, logfile = tmp_path / f"{name}.jsonl", tmp_path / f"{name}.summary.json", tmp_path / f"{name}.log"
     cmd = [sys.executable, "-m", "reset.judge", "--provider", "openai", "--base-url", server.url,
-           "--model", "judge-m", "--in", str(items_path), "--out", str(out), "--cache", str(tmp_path / "cache.db"),
-           "--api-key-env", KEY_ENV, "--timeout", "0.5", "--max-retries", str(MAX_RETRIES),
-           "--backoff-base", "0.01", "--backoff-max", "0.05", "--concurrency", "4",
+           "--model", "judge-m", "--in", str(items_path), "--out", str(out), "--cache", str(tmp_path / "cache"),
+           "--api-key-env", KEY_ENV, "--timeout-s", "0.5", "--max-retries", str(MAX_RETRIES),
+           "--format-retries", str(FORMAT_RETRIES),
+           "--backoff-base-s", "0.01", "--backoff-max-s", "0.05", "--concurrency", "4",
            "--summary", str(summary), *extra]
     env = {**os.environ, KEY_ENV: FAKE_KEY}
     env.pop("OPENAI_API_KEY", None)
@@ -110,7 +112,7 @@ def test_every_fault_ends_judged_or_missing_with_reason(tmp_path, items_file):
 
     # retries and failures by cause: every injected fault is accounted for, nothing else
     assert stats["retries"] == {"http_429": 1, "http_500": 1 + MAX_RETRIES, "http_503": 2, "bad_json": 1,
-                                "no_rating": 1 + MAX_RETRIES, "timeout": 1, "connection": 1}
+                                "no_rating": 1 + FORMAT_RETRIES, "timeout": 1, "connection": 1}
     assert stats["failures"] == {"no_rating": 1, "http_500": 1, "http_400": 1}
     unique = len(TRANSIENT) + len(PERMANENT)
     assert (stats["items"], stats["unique"], stats["judged"], stats["missing"]) == (len(items), unique, 10, 3)
@@ -165,9 +167,10 @@ def test_api_key_never_reaches_a_file(tmp_path, items_file):
         # the key was really used on the wire
         assert {r["headers"].get("authorization") for r in server.requests} == {f"Bearer {FAKE_KEY}"}
     assert code == 0, log
-    written = [p for p in tmp_path.iterdir() if p.is_file()]
-    assert {"run1.jsonl", "run1.summary.json", "run1.log", "cache.db"} <= {p.name for p in written}
-    for path in written:  # outputs, summary, log, the SQLite cache and its WAL/SHM side files
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert {"run1.jsonl", "run1.summary.json", "run1.log"} <= {p.name for p in written}
+    assert any(p.parent.name == "shards" for p in written)
+    for path in written:  # outputs, summary, log, the cache's shards and claims
         data = path.read_bytes()
         assert FAKE_KEY.encode() not in data and FAKE_KEY[8:].encode() not in data, path.name
 
@@ -194,7 +197,7 @@ def test_two_jobs_at_once_pay_once_for_each_prompt(tmp_path):
         results = {}
 
         def run(name):
-            results[name] = run_judge(server, tmp_path, path, name, "--timeout", "10", "--concurrency", "2")
+            results[name] = run_judge(server, tmp_path, path, name, "--timeout-s", "10", "--concurrency", "2")
 
         threads = [threading.Thread(target=run, args=(name,)) for name in ("a", "b")]
         for thread in threads:

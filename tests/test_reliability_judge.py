@@ -12,7 +12,6 @@ runs (429, 5xx, bad JSON, no rating, [[N]], slow, dropped) is tests/test_judge_f
 from __future__ import annotations
 
 import json
-import sqlite3
 import subprocess
 import sys
 
@@ -20,7 +19,7 @@ import pytest
 from chat_server import ChatServer, Fault, answer_block, rating_for
 from reliability_support import REPO, env, kill_when, leftovers, start, tail
 
-from reset.judge import cache_key, judge_prompt, judge_settings
+from reset.judge import JudgeCache, cache_key, judge_prompt, judge_settings
 
 KEY_ENV = "RESET_RELIABILITY_JUDGE_KEY"
 FAKE_KEY = "sk-FAKE-reliability-3b9d1c7e"
@@ -41,17 +40,15 @@ def token(user_text: str) -> str:
 def judge_cmd(server, root, items_path):
     return [sys.executable, "-m", "reset.judge", "--provider", "openai", "--base-url", server.url,
             "--model", "judge-m", "--api-key-env", KEY_ENV, "--in", str(items_path), "--out", str(root / "out.jsonl"),
-            "--cache", str(root / "cache.sqlite"), "--summary", str(root / "summary.json"),
-            "--concurrency", "2", "--timeout", "10", "--max-retries", "2", "--backoff-base", "0.01"]
+            "--cache", str(root / "cache"), "--summary", str(root / "summary.json"),
+            "--concurrency", "2", "--timeout-s", "10", "--max-retries", "2", "--backoff-base-s", "0.01"]
 
 
 def cached_tokens(db) -> set[str]:
     """Which items have a finished judgement in the cache (read the way a new process would)."""
     cfg = judge_settings({"provider": "openai", "model": "judge-m"})
     by_key = {cache_key(cfg, judge_prompt(i["question"], i["answer"])): token(i["answer"] + ".") for i in items()}
-    with sqlite3.connect(db) as conn:
-        keys = [row[0] for row in conn.execute("SELECT key FROM judgements")]
-    return {by_key[k] for k in keys}
+    return {by_key[k] for k in JudgeCache(db, create=False).keys()}
 
 
 @pytest.fixture
@@ -70,7 +67,7 @@ def test_killed_judge_run_resumes_from_its_cache_without_paying_twice(tmp_path, 
         first = list(server.requests)
         # dead run: the output file never appeared, the cache holds what finished before the kill
         assert not (tmp_path / "out.jsonl").exists() and leftovers(tmp_path) == []
-        finished = cached_tokens(tmp_path / "cache.sqlite")
+        finished = cached_tokens(tmp_path / "cache")
         asked_first = {token(r["user_text"]) for r in first}
         assert finished <= asked_first and 0 < len(finished) < N_ITEMS, (len(finished), len(asked_first))
 

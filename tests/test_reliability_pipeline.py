@@ -22,7 +22,6 @@ curated sets, candidates and tables; the key is in no file of either run.
 from __future__ import annotations
 
 import json
-import sqlite3
 import subprocess
 from pathlib import Path
 
@@ -42,7 +41,7 @@ from reliability_support import (
     write_overlay,
 )
 
-from reset.judge import cache_key, judge_settings
+from reset.judge import JudgeCache, cache_key, judge_settings
 
 EXP = "rel"
 KEY_ENV = "RESET_RELIABILITY_API_KEY"
@@ -104,11 +103,10 @@ def results(workdir) -> Path:
 
 
 def cached_keys(workdir) -> set[str]:
-    db = results(workdir) / "cache" / "judge.sqlite"
-    if not db.exists():
+    cache = results(workdir) / "cache" / "judge"
+    if not cache.exists():
         return set()
-    with sqlite3.connect(db) as conn:
-        return {row[0] for row in conn.execute("SELECT key FROM judgements")}
+    return JudgeCache(cache, create=False).keys()
 
 
 def request_key(request, url) -> str:
