@@ -327,6 +327,7 @@ def main(argv=None) -> int:
     p.add_argument("--config-json", required=True, help="the run's config as a JSON string or @file")
     p.add_argument("--data-dir", default=None, help="results/{exp}/data (filter reports)")
     p.add_argument("--repo", default=".", help="git checkout to read the commit from")
+    p.add_argument("--preflight", default=None, help="preflight.json: hub commits resolved for each source")
     p.add_argument("--out", required=True)
     p = sub.add_parser("html", help="self-contained HTML report")
     p.add_argument("--tables-dir", required=True)
@@ -358,7 +359,8 @@ def main(argv=None) -> int:
         text = args.config_json
         config = json.loads(Path(text[1:]).read_text() if text.startswith("@") else text)
         with atomic_path(args.out) as tmp:  # keep the config's own key order (write_json sorts keys)
-            tmp.write_text(json.dumps(collect(config, args.repo, args.data_dir), indent=2, default=str) + "\n")
+            prov = collect(config, args.repo, args.data_dir, args.preflight)
+            tmp.write_text(json.dumps(prov, indent=2, default=str) + "\n")
     elif args.command == "html":
         write_html(args.tables_dir, args.figures_dir, args.provenance, args.out, args.experiment,
                    trajectory=not args.no_trajectory)

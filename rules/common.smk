@@ -66,6 +66,11 @@ def bench(*parts):
     return os.path.join("benchmarks", "runs", EXP, *map(str, parts))
 
 
+def preflight_done():
+    """Input of every GPU and paid-judge job: the passed preflight (ancient, so re-running it re-runs nothing)."""
+    return ancient(res("preflight.json"))
+
+
 def cli_args(mapping):
     """Render {"--flag": value} as shell-quoted arguments; None values are skipped."""
     out = []

@@ -15,6 +15,7 @@ rule eval_generate:
     conda:
         "../envs/torch.yaml"
     input:
+        preflight=preflight_done(),
         model=lambda w: variant_model_dir(w.variant, w.seed),
         data=eval_data(),
     output:
@@ -35,6 +36,7 @@ rule eval_score:
     conda:
         "../envs/torch.yaml"
     input:
+        preflight=preflight_done(),
         generations=expand(res("eval", "{{variant}}", "seed{{seed}}", "generations", "shard{shard}.parquet"),
                            shard=eval_shards()),
         models=eval_score_models(),
@@ -58,6 +60,7 @@ rule eval_trajectory_generate:
     conda:
         "../envs/torch.yaml"
     input:
+        preflight=preflight_done(),
         model=lambda w: trajectory_model_dir(w.variant, w.seed, w.point),
         data=eval_data(),
         # a point that is the best checkpoint (same step) copies the main evaluation
@@ -85,6 +88,7 @@ rule eval_trajectory_score:
     conda:
         "../envs/torch.yaml"
     input:
+        preflight=preflight_done(),
         generations=expand(
             res("eval_trajectory", "{{variant}}", "seed{{seed}}", "{{point}}", "generations", "shard{shard}.parquet"),
             shard=eval_shards(),
