@@ -164,7 +164,15 @@ def require_hub(ctx: Context) -> None:
 
 
 def with_timeout(ctx: Context, fn, *args):
-    """Run fn(*args) in a daemon thread; a check that does not answer in ctx.timeout fails, never hangs."""
+    """Run fn(*args) in a daemon thread; a check that does not answer in ctx.timeout fails, never hangs.
+
+    Only network calls go through here; the libraries they use are imported first, in this
+    thread, so a slow import (seconds on a loaded machine) never counts against the timeout.
+    """
+    import datasets  # noqa: F401
+    import huggingface_hub  # noqa: F401
+    import transformers  # noqa: F401
+
     box = {}
 
     def run():
@@ -259,11 +267,15 @@ def _take(iterable, n: int) -> list:
     return out
 
 
-def first_rows_streaming(path_or_builder: str, n: int = ROWS, **kwargs) -> list:
+def first_rows_streaming(path_or_builder: str, n: int = ROWS, split: str = "train", **kwargs) -> list:
+    """First rows of a split read in streaming mode; "train+validation" reads from each part."""
     import datasets
 
-    ds = datasets.load_dataset(path_or_builder, streaming=True, **kwargs)
-    return _take(ds, n)
+    rows = []
+    for part in split.split("+"):
+        ds = datasets.load_dataset(path_or_builder, streaming=True, split=part.strip(), **kwargs)
+        rows += _take(ds, n)
+    return rows
 
 
 def check_adapter(dataset: str, spec: dict, rows: list) -> str:
@@ -313,10 +325,8 @@ def dataset_rows(ctx: Context, dataset: str, spec: dict, origin: str, source: st
                 raise Failure(problem)
             if revision and commit and not is_placeholder(revision) and revision != commit:
                 raise Failure(f"{directory}: mirror is at commit {commit} but the config pins revision {revision}")
-            try:
-                rows = with_timeout(ctx, lambda: first_rows_streaming(directory, name=name, split=split))
-            except Failure:
-                raise
+            try:  # local: nothing can hang on the network
+                rows = first_rows_streaming(directory, name=name, split=split)
             except Exception as err:
                 raise Failure(f"{directory}: cannot be read as a dataset (config {name!r}, split {split!r}): "
                               f"{_short(err)}") from None
@@ -505,7 +515,7 @@ def _model_facts(ctx: Context, source: str, options: dict, trust: bool):
             raise Failure(problem)
         if revision and commit and not is_placeholder(revision) and revision != commit:
             raise Failure(f"{source}: mirror is at commit {commit} but the config pins revision {revision}")
-        config = with_timeout(ctx, check_config_and_tokenizer, str(directory), None, trust)
+        config = check_config_and_tokenizer(str(directory), None, trust)  # local: no network wait to bound
         ctx.weights_bytes[source], ctx.half[source] = size, _is_half(config)
         return f"{weights}; config and tokenizer load", commit, config
     problem = _revision_problem(revision)
