@@ -103,7 +103,8 @@ class ChatServer:
                  models: list[str] | None = None):
         self.model = model
         self.models = list(models) if models is not None else None  # None: any model name is answered
-        self.requests: list[dict] = []  # one entry per request, in arrival order
+        self.requests: list[dict] = []  # one entry per chat request, in arrival order
+        self.listings: list[str] = []  # paths of GET requests (model listings)
         self._by_count: dict[int, Fault] = {}
         self._by_content: list[list] = []  # [substring, faults left, forever]
         self._lock = threading.Lock()
@@ -204,13 +205,9 @@ def _handler_for(server: ChatServer):
                 with server._lock:
                     server.in_flight -= 1
 
-        def do_GET(self):
+        def do_GET(self):  # not in server.requests: fault plans and request counts are about chat calls
             with server._lock:
-                server.requests.append({
-                    "n": len(server.requests) + 1, "time": time.monotonic(), "path": self.path,
-                    "headers": {k.lower(): v for k, v in self.headers.items()},
-                    "body": None, "user_text": "", "fault": None, "status": None,
-                })
+                server.listings.append(self.path)
             if self.path.rstrip("/").endswith("/models"):
                 served = server.models if server.models is not None else [server.model]
                 return self._send(200, {"object": "list", "data": [
