@@ -65,6 +65,9 @@ ROWS = 20  # rows of each source run through its adapter
 CONNECT_TIMEOUT = 5.0  # seconds to open a TCP connection to a server
 CHECK_TIMEOUT = 25.0  # seconds one check may take before it is reported as hanging
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
+# A tokenizer needs one of these; without any, transformers 5 quietly builds an empty one.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "spiece.model", "sentencepiece.bpe.model", "vocab.json",
+                   "vocab.txt", "tokenizer.model.v3", "tiktoken.model")
 JUDGE_TEMPLATE_TOKENS = 160  # tokens of the judge's fixed instructions (reset.judge.judge_prompt)
 INSTRUCTION_TOKENS = 200  # assumed tokens of an instruction in a judge prompt
 PAID_HOSTS = ("api.openai.com",)
@@ -425,6 +428,13 @@ def weight_files(files: dict) -> tuple[list[str], list[str]]:
     return safe, pickled
 
 
+def check_tokenizer_files(source: str, files) -> None:
+    names = {f.rsplit("/", 1)[-1] for f in files}
+    if not names & set(TOKENIZER_FILES) and not any(n.endswith(".tiktoken") for n in names):
+        raise Failure(f"{source} holds no tokenizer file (one of {', '.join(TOKENIZER_FILES)}); download the "
+                      "whole repository, tokenizer included")
+
+
 def check_weights(source: str, files: dict, allow_pickle: bool) -> tuple[str, int]:
     """Which weights the model would load, and their size; fails on a format the config does not allow."""
     safe, pickled = weight_files(files)
@@ -509,6 +519,7 @@ def _model_facts(ctx: Context, source: str, options: dict, trust: bool):
         files = {str(p.relative_to(directory)): p.stat().st_size for p in directory.rglob("*")
                  if p.is_file() and ".cache" not in p.parts}
         weights, size = check_weights(source, files, allow_pickle)
+        check_tokenizer_files(source, files)
         commit = mirror_commit(str(directory))
         problem = _revision_problem(revision)
         if problem and not commit:
@@ -531,6 +542,7 @@ def _model_facts(ctx: Context, source: str, options: dict, trust: bool):
         raise Failure(f"hub model {source} (revision {revision!r}): {_short(err)}") from None
     files = {s.rfilename: s.size for s in (info.siblings or [])}
     weights, size = check_weights(source, files, allow_pickle)
+    check_tokenizer_files(source, files)
     config = with_timeout(ctx, check_config_and_tokenizer, source, info.sha, trust)
     ctx.weights_bytes[source], ctx.half[source] = size, _is_half(config)
     pin = "" if is_commit_sha(revision) else " (revision not pinned to a commit)"

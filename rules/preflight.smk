@@ -8,25 +8,6 @@
 import json
 
 
-def preflight_executor():
-    """The executor's name (slurm turns the cluster check on)."""
-    plugin = workflow.executor_plugin
-    return plugin.name if plugin is not None else "local"
-
-
-def preflight_resources():
-    """default-resources and set-resources as the profile gave them: the cluster check reads them."""
-    rs = workflow.resource_settings
-
-    def plain(resources):
-        items = resources.unwrapped_items() if hasattr(resources, "unwrapped_items") else dict(resources or {}).items()
-        return {str(k): (v if isinstance(v, (int, float, str, type(None))) else str(v)) for k, v in items}
-
-    return json.dumps({"default": plain(rs.default_resources),
-                       "rules": {rule: plain(r) for rule, r in dict(rs.overwrite_resources or {}).items()}},
-                      sort_keys=True)
-
-
 rule preflight:
     conda:
         "../envs/torch.yaml"

@@ -233,7 +233,7 @@ def test_model_without_a_tokenizer_fails_naming_the_tokenizer(tmp_path):
     repo = mirrors.llama_repo(tmp_path / "no-tokenizer", tokenizer=False)
     report = run({"models": {"base": {"source": str(repo)}}}, tmp_path)
     check = only(report, "model", "base")
-    assert not check["ok"] and "tokenizer cannot be loaded" in check["message"]
+    assert not check["ok"] and "holds no tokenizer file" in check["message"] and str(repo) in check["message"]
 
 
 def test_custom_code_needs_trust_remote_code(paper, tmp_path):
@@ -357,7 +357,7 @@ def test_unreachable_endpoint_fails_fast(monkeypatch, tmp_path):
     assert "the hub cannot be reached" in only(report, "dataset", "dolly")["message"]
 
 
-def test_hanging_hub_is_cut_off_by_the_timeout(monkeypatch, tmp_path):
+def test_hanging_hub_is_cut_off_by_the_timeout(tmp_path):
     """A server that accepts connections and never answers: the check fails after --timeout, never hangs."""
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
@@ -376,15 +376,22 @@ def test_hanging_hub_is_cut_off_by_the_timeout(monkeypatch, tmp_path):
     thread = threading.Thread(target=accept, daemon=True)
     thread.start()
     try:
-        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.getsockname()[1]}")
-        import datasets  # noqa: F401  (imports are not what is timed)
-        import transformers  # noqa: F401
-
-        start = time.monotonic()
-        report = run({"datasets": PAPER_HUB["datasets"]}, tmp_path, timeout=2)
-        assert time.monotonic() - start < 15
-        assert "no answer within 2 s" in only(report, "dataset", "dolly")["message"]
+        # a fresh process: huggingface_hub reads HF_ENDPOINT / HF_HUB_OFFLINE when it is imported
+        env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+        env.update(PYTHONPATH=str(REPO), HF_ENDPOINT=f"http://127.0.0.1:{server.getsockname()[1]}")
+        script = ("import json, time\n"
+                  "import datasets, transformers\n"  # imports are not what is timed
+                  "from reset import preflight\n"
+                  "start = time.monotonic()\n"
+                  f"r = preflight.run_checks({{'datasets': {PAPER_HUB['datasets']!r}}}, results_dir={str(tmp_path)!r},"
+                  " timeout=2)\n"
+                  "print(json.dumps({'seconds': time.monotonic() - start, 'report': r}))\n")
+        proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True,
+                              timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        out = json.loads(proc.stdout.splitlines()[-1])
+        assert out["seconds"] < 15
+        assert "no answer within 2 s" in only(out["report"], "dataset", "dolly")["message"]
     finally:
         stop.set()
         thread.join(timeout=5)
@@ -472,7 +479,7 @@ def test_big_array_is_read_without_holding_it(tmp_path):
             fh.write(("," if i else "") + json.dumps({**row, "id": i}))
         fh.write("]")
     size = path.stat().st_size
-    assert size > 15 * 2**20
+    assert size > 10 * 2**20
     tracemalloc.start()
     n = sum(1 for _ in iter_json_array(path))
     peak = tracemalloc.get_traced_memory()[1]
@@ -488,3 +495,79 @@ def test_load_source_streams_big_arrays_into_the_same_rows(monkeypatch):
     monkeypatch.setattr(data, "STREAM_ARRAY_BYTES", 0)  # every array counts as big
     streamed = data.load_source(source).to_list()
     assert streamed == whole
+
+
+# ---------------------------------------------------------------- the Snakemake rule
+
+GPU_AND_PAID_RULES = {"train", "sample", "eval_generate", "eval_score", "eval_trajectory_generate",
+                      "eval_trajectory_score", "score_faithfulness", "judge_candidates"}
+
+
+def snakemake(workdir, overlay, *args):
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    command = [str(Path(sys.executable).parent / "snakemake"), "-s", str(REPO / "Snakefile"), "--directory",
+               str(workdir), "--configfile", str(REPO / "config.yaml"), str(overlay), "--cores", "1", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=900, env=env)
+
+
+def demo_overlay(path, **sources):
+    """The demo config with its shipped files made absolute (the workdir is elsewhere)."""
+    base = yaml.safe_load((REPO / "config.yaml").read_text())
+    datasets = {name: {**spec, "source": str(REPO / spec["source"])} for name, spec in base["datasets"].items()}
+    for name, source in sources.items():
+        datasets[name]["source"] = source
+    path.write_text(yaml.safe_dump({"datasets": datasets}))
+    return path
+
+
+def test_rule_writes_the_report_and_every_gpu_and_paid_job_waits_for_it(tmp_path):
+    overlay = demo_overlay(tmp_path / "demo.yaml")
+    plan = snakemake(tmp_path, overlay, "-n", "-p")
+    assert plan.returncode == 0, plan.stderr[-3000:]
+    inputs, rule = {}, None
+    for line in plan.stdout.splitlines():
+        if line.startswith(("rule ", "localrule ")):
+            rule = line.split()[1].rstrip(":")
+        elif rule and line.strip().startswith("input:"):
+            inputs.setdefault(rule, []).append(line)
+    for name in GPU_AND_PAID_RULES - {"judge_candidates"}:  # the demo judges locally, no paid job...
+        assert name in inputs and all("results/demo/preflight.json" in i for i in inputs[name]), name
+    assert all("results/demo/preflight.json" in i for i in inputs["judge_candidates"])  # ...but it still waits
+    assert not any("preflight.json" in i for i in inputs.get("prepare_dataset", []))  # CPU data jobs do not
+
+    start = time.monotonic()
+    done = snakemake(tmp_path, overlay, "results/demo/preflight.json")
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((tmp_path / "results" / "demo" / "preflight.json").read_text())
+    assert report["ok"] and {c["kind"] for c in report["checks"]} == {"dataset", "model", "nli", "disk"}
+    print(f"demo preflight through snakemake: {time.monotonic() - start:.1f} s")
+
+
+def test_rule_fails_without_an_output_when_a_check_fails(tmp_path):
+    overlay = demo_overlay(tmp_path / "broken.yaml", sharegpt=str(tmp_path / "not-downloaded.json"))
+    result = snakemake(tmp_path, overlay, "results/demo/preflight.json")
+    assert result.returncode != 0
+    results = tmp_path / "results" / "demo"
+    assert not (results / "preflight.json").exists()
+    report = json.loads((results / "preflight.failed.json").read_text())
+    assert "not-downloaded.json: no such file" in only(report, "dataset", "sharegpt")["message"]
+    log = (tmp_path / "logs" / "demo" / "preflight.log").read_text()
+    assert "FAIL dataset  sharegpt" in log
+
+
+def test_provenance_records_the_commits_the_preflight_resolved(tmp_path):
+    from reset.provenance import collect
+
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    report = {"ok": True, "checks": [
+        {"kind": "dataset", "name": "dolly", "ok": True, "message": "", "commit": "1" * 40},
+        {"kind": "model", "name": "base", "ok": True, "message": "", "commit": "2" * 40},
+        {"kind": "nli", "name": "nli", "ok": True, "message": "", "commit": "3" * 40},
+        {"kind": "disk", "name": "results", "ok": True, "message": ""}]}
+    path = tmp_path / "preflight.json"
+    path.write_text(json.dumps(report))
+    prov = collect(config, REPO, preflight=path)
+    assert prov["datasets"]["dolly"]["resolved_commit"] == "1" * 40
+    assert prov["models"]["base"]["resolved_commit"] == "2" * 40
+    assert prov["models"]["nli"]["resolved_commit"] == "3" * 40
+    assert "resolved_commit" not in prov["datasets"]["nq"] and "resolved_commit" not in prov["models"]["instruct"]
