@@ -5,8 +5,6 @@
 # common.smk, marked ancient: a re-run preflight never re-runs finished jobs).
 # A failed preflight leaves preflight.failed.json beside the missing output.
 
-import json
-
 
 rule preflight:
     conda:
@@ -14,8 +12,9 @@ rule preflight:
     output:
         res("preflight.json"),
     params:
-        # the checks follow the config and the executor: either changing re-runs the preflight
-        config=cli_args({"--config-json": json.dumps(config, sort_keys=True)}),
+        # the checks re-run when an output key of the config or the executor changes
+        checked=_settings.settings_hash(output_view(S)),
+        config=preflight_config_args(),
         cluster=lambda w: cli_args({"--executor": preflight_executor(), "--resources-json": preflight_resources()}),
     localrule: True
     log:
