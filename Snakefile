@@ -22,6 +22,7 @@ envvars:
 
 
 include: "rules/common.smk"
+include: "rules/preflight.smk"
 include: "rules/data.smk"
 include: "rules/train.smk"
 include: "rules/sample.smk"

@@ -10,6 +10,7 @@ the exit status is 1 when any benchmark failed or missed its target.
   sampling_sweep       reset.sample.generate vs one model.generate per candidate, SmolLM2, CPU
   dedup                judge calls and NLI pairs saved by de-duplication, on the demo
   demo                 wall time and peak memory of make demo (recorded; --rerun-demo)
+  preflight_paper      python -m reset.preflight of the paper config on local hub mirrors, all checks
   gpu_train_mfu        LLaMA-7B shape, ZeRO-3, bf16: tokens/s and MFU (CUDA only)
   gpu_sampling_sweep   the sampling benchmark on a LLaMA-7B shape (CUDA only)
 
@@ -28,7 +29,8 @@ from pathlib import Path
 
 from benchmarks import REPO, emit, git_commit, log, machine
 
-NAMES = ["summac_zs", "workflow_overhead", "sampling_sweep", "dedup", "demo", "gpu_train_mfu", "gpu_sampling_sweep"]
+NAMES = ["summac_zs", "workflow_overhead", "sampling_sweep", "dedup", "demo", "preflight_paper", "gpu_train_mfu",
+         "gpu_sampling_sweep"]
 
 
 def gpu_train_record(quick: bool) -> dict:
@@ -90,6 +92,10 @@ def benchmark(name: str, quick: bool, rerun_demo: bool) -> dict:
         from benchmarks import demo
 
         return demo.run(rerun_demo=rerun_demo)
+    if name == "preflight_paper":
+        from benchmarks import preflight
+
+        return preflight.run(repeats=1 if quick else 3)
     if name == "gpu_train_mfu":
         return gpu_train_record(quick)
     if name == "gpu_sampling_sweep":

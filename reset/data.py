@@ -27,6 +27,7 @@ from pathlib import Path
 
 from reset import adapters
 from reset.io import atomic_path, write_json
+from reset.jsonstream import JsonStreamError, array_to_jsonl, iter_json_array, starts_with_array
 from reset.metrics import normalize
 from reset.prompts import render_prompt
 from reset.sources import (
@@ -34,10 +35,14 @@ from reset.sources import (
     COMPRESSIONS,
     SPLIT_NAMES,
     file_format,
+    hf_url_with_revision,
     hub_split,
     is_hub_id,
     is_local,
+    loading_scripts,
     local_files,
+    mirror_commit,
+    mirror_files,
     source_map,
 )
 from reset.variants import DATASETS, IF_EVAL, IF_TRAIN, KIND, MIXTURES, SPLITS
@@ -125,13 +130,9 @@ def load_source(source: str, fmt: str | None = None, name: str | None = None,
         if not files:
             raise DataError(f"{source}: no such file")
         if len(files) == 1 and os.path.isdir(files[0]):
-            try:
-                return datasets.load_dataset(files[0], split=split)
-            except Exception as err:
-                raise DataError(f"{source}: directory could not be read as a dataset (split {split!r}): "
-                                f"{_root_cause(err)}") from err
+            return load_mirror(files[0], name, split, revision)
     else:
-        files = [source]
+        files = [hf_url_with_revision(source, revision)]
     fmt = file_format(source, fmt)
     if fmt is None:
         raise DataError(f"{source}: cannot tell the file format from the name; set `format:` "
@@ -139,8 +140,14 @@ def load_source(source: str, fmt: str | None = None, name: str | None = None,
     for path in files:
         if is_local(path) and _is_empty(path):
             raise DataError(f"{path}: file is empty")
+    big_arrays = [p for p in files if fmt == "json" and is_local(p) and _is_big_array(p)]
     try:
-        ds = datasets.load_dataset(BUILDERS[fmt], data_files=files, split="train")
+        if big_arrays:
+            ds = _load_big_arrays(files, big_arrays)
+        else:
+            ds = datasets.load_dataset(BUILDERS[fmt], data_files=files, split="train")
+    except JsonStreamError as err:
+        raise DataError(str(err)) from err
     except Exception as err:
         raise read_error(source, fmt, err) from err
     mixed = [col for col, feature in ds.features.items() if type(feature).__name__ == "Json"]
@@ -149,6 +156,61 @@ def load_source(source: str, fmt: str | None = None, name: str | None = None,
                     "wrong type are dropped as bad_<column> (note: `datasets` decodes strings that look like "
                     "JSON literals, such as \"42\", in such columns)", source, mixed)
     return ds
+
+
+def load_mirror(directory: str, name: str | None, split: str, revision: str | None = None):
+    """A local copy of a hub repository, read exactly as its hub id would be (config name, split).
+
+    Like the hub, a repository that holds only a loading script is refused, naming the script.
+    """
+    import datasets
+
+    scripts = loading_scripts(mirror_files(directory), directory)
+    if scripts:
+        raise DataError(f"{directory}: holds only the loading script {scripts[0]} and no data file; `datasets` "
+                        "no longer runs dataset scripts. Point the source at a data file instead "
+                        "(docs/datasets.md)")
+    commit = mirror_commit(directory)
+    if revision and commit and revision != commit:
+        raise DataError(f"{directory}: mirror is at commit {commit} but the config pins revision {revision}; "
+                        "download that revision again or change `revision`")
+    try:
+        return datasets.load_dataset(directory, name, split=split)
+    except Exception as err:
+        raise DataError(f"{directory}: directory could not be read as a dataset (config {name!r}, split {split!r}): "
+                        f"{_root_cause(err)}") from err
+
+
+# Local JSON arrays above this size are streamed into JSON Lines first: the `datasets`
+# JSON builder would hold the whole array (and copies) in memory.
+STREAM_ARRAY_BYTES = 64 << 20
+
+
+def _is_big_array(path) -> bool:
+    return os.path.isfile(path) and os.path.getsize(path) > STREAM_ARRAY_BYTES and starts_with_array(path)
+
+
+def _load_big_arrays(files: list[str], big: list[str]):
+    """Load JSON files, rewriting the big arrays among them as JSON Lines element by element first."""
+    import shutil
+    import tempfile
+
+    import datasets
+
+    scratch = tempfile.mkdtemp(prefix="reset-jsonl-", dir=str(datasets.config.HF_DATASETS_CACHE))
+    try:
+        converted = []
+        for i, path in enumerate(files):
+            if path in big:
+                out = os.path.join(scratch, f"{i}-{os.path.basename(path)}l")
+                n = array_to_jsonl(path, out)
+                log.info("%s: streamed %d array elements into JSON Lines", path, n)
+                path = out
+            converted.append(path)
+        # the Dataset is memory-mapped from the `datasets` cache, so the JSON Lines can go
+        return datasets.load_dataset("json", data_files=converted, split="train")
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def read_error(source: str, fmt: str | None, err: BaseException) -> DataError:
@@ -177,6 +239,16 @@ def _root_cause(err: BaseException) -> str:
 def diagnose(path, fmt: str) -> str | None:
     """Why a local file cannot be read: bad UTF-8 (byte offset) or broken JSON (line); None if not found."""
     if fmt == "parquet" or str(path).lower().endswith(COMPRESSIONS):
+        return None
+    if fmt == "json" and _is_big_array(path):
+        try:
+            for i, value in enumerate(iter_json_array(path)):
+                if not isinstance(value, dict):
+                    return f"{path}: expected a JSON list of objects (element {i} is {type(value).__name__})"
+        except JsonStreamError as err:
+            return str(err)
+        except UnicodeDecodeError as err:
+            return f"{path}: not valid UTF-8 ({err.reason})"
         return None
     data = Path(path).read_bytes()
     try:

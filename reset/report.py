@@ -411,6 +411,7 @@ def main(argv=None) -> int:
     p.add_argument("--repo", default=".", help="git checkout to read the commit from")
     p.add_argument("--eval-summaries", nargs="*", default=[],
                    help="summary.json of the evaluation scoring jobs (which reused another model's outputs)")
+    p.add_argument("--preflight", default=None, help="preflight.json: hub commits resolved for each source")
     p.add_argument("--out", required=True)
     p = sub.add_parser("html", help="self-contained HTML report")
     p.add_argument("--tables-dir", required=True)
@@ -458,7 +459,8 @@ def main(argv=None) -> int:
         text = args.config_json
         config = json.loads(Path(text[1:]).read_text() if text.startswith("@") else text)
         with atomic_path(args.out) as tmp:  # keep the config's own key order (write_json sorts keys)
-            tmp.write_text(json.dumps(collect(config, args.repo, args.data_dir, args.eval_summaries), indent=2, default=str) + "\n")
+            prov = collect(config, args.repo, args.data_dir, args.preflight, args.eval_summaries)
+            tmp.write_text(json.dumps(prov, indent=2, default=str) + "\n")
     elif args.command == "html":
         write_html(args.tables_dir, args.figures_dir, args.provenance, args.out, args.experiment,
                    trajectory=not args.no_trajectory)

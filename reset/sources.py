@@ -86,3 +86,79 @@ def hub_split(split, origin: str) -> str:
     if isinstance(split, dict):
         return split.get(origin) or DEFAULT_HUB_SPLIT[origin]
     return split or DEFAULT_HUB_SPLIT[origin]
+
+
+# ---------------------------------------------------------------- hub mirrors and revisions
+
+# A revision placeholder left in a config where no commit could be looked up; preflight rejects it.
+PLACEHOLDER_PREFIX = "UNPINNED"
+_SHA = re.compile(r"^[0-9a-f]{40}$")
+_DATA_EXTENSIONS = (".parquet", ".json", ".jsonl", ".csv", ".arrow", ".txt", ".tsv")
+
+
+def is_commit_sha(revision) -> bool:
+    return isinstance(revision, str) and bool(_SHA.match(revision))
+
+
+def is_placeholder(revision) -> bool:
+    return isinstance(revision, str) and revision.startswith(PLACEHOLDER_PREFIX)
+
+
+def is_mirror(source: str) -> bool:
+    """A local directory read like a hub repository (e.g. made by `huggingface-cli download --local-dir`)."""
+    return is_local(source) and os.path.isdir(os.path.expanduser(source))
+
+
+def mirror_commit(directory: str) -> str | None:
+    """The hub commit a `huggingface-cli download --local-dir` mirror was taken at, if recorded.
+
+    The download writes `.cache/huggingface/download/<file>.metadata` beside the files; its
+    first line is the commit sha of the revision downloaded.
+    """
+    meta_root = os.path.join(os.path.expanduser(directory), ".cache", "huggingface", "download")
+    commits = set()
+    for path in glob.glob(os.path.join(meta_root, "**", "*.metadata"), recursive=True):
+        try:
+            with open(path, encoding="utf-8") as fh:
+                first = fh.readline().strip()
+        except OSError:
+            continue
+        if is_commit_sha(first):
+            commits.add(first)
+    return commits.pop() if len(commits) == 1 else None
+
+
+def loading_scripts(files: list[str], repo_name: str) -> list[str]:
+    """Loading scripts among a repository's top-level files when it holds no data file.
+
+    `datasets` 5 refuses such repositories ("Dataset scripts are no longer supported").
+    """
+    top = [f for f in files if "/" not in f.strip("/")]
+    scripts = [f for f in top if f.endswith(".py")]
+    has_data = any(f.lower().endswith(_DATA_EXTENSIONS + tuple(e + c for e in _DATA_EXTENSIONS for c in COMPRESSIONS))
+                   for f in files if not f.startswith("."))
+    if has_data or not scripts:
+        return []
+    base = repo_name.rstrip("/").split("/")[-1]
+    return sorted(scripts, key=lambda f: (f != f"{base}.py", f))
+
+
+def mirror_files(directory: str) -> list[str]:
+    """Files of a mirror relative to it (hidden `.cache` / `.git` skipped)."""
+    root = os.path.expanduser(directory)
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        for name in filenames:
+            if not name.startswith("."):
+                out.append(os.path.relpath(os.path.join(dirpath, name), root).replace(os.sep, "/"))
+    return sorted(out)
+
+
+def hf_url_with_revision(url: str, revision: str | None) -> str:
+    """`hf://datasets/org/repo/path` pinned to `revision` (`hf://datasets/org/repo@rev/path`)."""
+    match = re.match(r"^hf://(datasets|spaces)/([^/@]+)/([^/@]+)(@[^/]+)?/(.*)$", url)
+    if not revision or not match or match.group(4):
+        return url
+    kind, org, repo, _, path = match.groups()
+    return f"hf://{kind}/{org}/{repo}@{revision}/{path}"

@@ -95,6 +95,57 @@ def bench(*parts):
     return os.path.join("benchmarks", "runs", EXP, *map(str, parts))
 
 
+def preflight_done():
+    """Input of every GPU and paid-judge job: the passed preflight (ancient, so re-running it re-runs nothing)."""
+    return ancient(res("preflight.json"))
+
+
+def preflight_config_args():
+    """The whole config, defaults filled in, for the checks; runtime flags, so not what triggers a re-run."""
+    import json
+
+    return Runtime(cli_args({"--config-json": json.dumps(S.to_dict(), sort_keys=True)}))
+
+
+def output_view(section):
+    """The keys that can change an output, nested sections included (the preflight re-runs when they change)."""
+    import dataclasses
+
+    out = {}
+    for f in dataclasses.fields(section):
+        if f.metadata.get("output", True):
+            value = getattr(section, f.name)
+            out[_settings._key(f)] = (output_view(value) if isinstance(value, _settings.Section)
+                                      else _settings._plain(value))
+    return out
+
+
+def preflight_executor():
+    """The executor's name (slurm turns the cluster check on); a dry run counts as local.
+
+    (A dry run cannot tell which executor the real run will use; with a Slurm profile
+    `-n` therefore lists the preflight as to be re-run. It is cheap and re-runs nothing.)
+    """
+    plugin = workflow.executor_plugin
+    name = plugin.name if plugin is not None else "local"
+    return "local" if name in ("dryrun", "touch") else name
+
+
+def preflight_resources():
+    """default-resources and set-resources as the profile gave them: the cluster check reads them."""
+    rs = workflow.resource_settings
+
+    def plain(resources):
+        items = resources.unwrapped_items() if hasattr(resources, "unwrapped_items") else dict(resources or {}).items()
+        return {str(k): (v if isinstance(v, (int, float, str, type(None))) else str(v)) for k, v in items}
+
+    import json
+
+    return json.dumps({"default": plain(rs.default_resources),
+                       "rules": {rule: plain(r) for rule, r in dict(rs.overwrite_resources or {}).items()}},
+                      sort_keys=True)
+
+
 def cli_args(mapping):
     """Render {"--flag": value} as shell-quoted arguments; None values are skipped."""
     out = []

@@ -19,6 +19,7 @@ rule eval_generate:
     conda:
         "../envs/torch.yaml"
     input:
+        preflight=preflight_done(),
         model=lambda w: variant_model_dir(w.variant, w.seed),
         data=eval_data(),
     output:
@@ -40,6 +41,7 @@ rule eval_score:
     conda:
         "../envs/torch.yaml"
     input:
+        preflight=preflight_done(),
         generations=expand(res("eval", "{{variant}}", "seed{{seed}}", "generations", "shard{shard}.parquet"),
                            shard=eval_shards()),
         models=eval_score_models(),
@@ -65,6 +67,7 @@ rule eval_trajectory_generate:
     conda:
         "../envs/torch.yaml"
     input:
+        preflight=preflight_done(),
         model=lambda w: trajectory_model_dir(w.variant, w.seed, w.point),
         data=eval_data(),
         # a point that is the best checkpoint (same step) copies the main evaluation
@@ -93,6 +96,7 @@ rule eval_trajectory_score:
     conda:
         "../envs/torch.yaml"
     input:
+        preflight=preflight_done(),
         generations=expand(
             res("eval_trajectory", "{{variant}}", "seed{{seed}}", "{{point}}", "generations", "shard{shard}.parquet"),
             shard=eval_shards(),

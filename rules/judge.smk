@@ -55,6 +55,7 @@ rule judge_candidates:
         "../envs/torch.yaml"
     input:
         unpack(candidate_judge_inputs),
+        preflight=preflight_done(),
     output:
         scores=res("scores", "candidates", "{judge}.parquet"),
         summary=res("scores", "candidates", "{judge}_summary.json"),
@@ -75,6 +76,7 @@ rule score_faithfulness:
     conda:
         "../envs/torch.yaml"
     input:
+        preflight=preflight_done(),
         candidates=sampling_shards(),
         subset=res("sampling", "subset.parquet"),
         nli=nli_model_dir(),

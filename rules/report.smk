@@ -199,6 +199,8 @@ rule provenance:
     conda:
         "../envs/report.yaml"
     input:
+        # the hub commits the preflight resolved are recorded beside each source
+        preflight=preflight_done(),
         # re-run whenever the results change, so the recorded commit and versions are the ones used
         tables=res("tables", "main_results.csv"),
         filter_reports=[res("data", name, "filter_report.json") for name in DATASETS],
@@ -217,7 +219,7 @@ rule provenance:
         bench("report", "provenance.tsv")
     shell:
         "python -m reset.report provenance {params.config} --data-dir {params.data_dir} --repo {params.repo}"
-        " --eval-summaries {input.eval_summaries} --out {output} > {log} 2>&1"
+        " --eval-summaries {input.eval_summaries} --preflight {input.preflight} --out {output} > {log} 2>&1"
 
 
 rule report:

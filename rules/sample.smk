@@ -34,6 +34,7 @@ rule sample:
     conda:
         "../envs/torch.yaml"
     input:
+        preflight=preflight_done(),
         subset=res("sampling", "subset.parquet"),
         model=sampling_model_dir(),
     output:

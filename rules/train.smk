@@ -15,6 +15,7 @@ rule train:
     conda:
         "../envs/torch.yaml"
     input:
+        preflight=preflight_done(),
         model=lambda w: variant_init_dir(w.trained, w.seed),
         train=lambda w: variant_train_data(w.trained),
         dev=lambda w: variant_dev_data(w.trained),

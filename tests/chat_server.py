@@ -14,6 +14,11 @@ A normal reply is deterministic: the rating is derived from a hash of the text b
 user message when the markers are absent), written as "<explanation>\\nRating: N",
 with usage token counts (about 4 characters per token).
 
+GET /v1/models lists the served models (`models=[...]`, default: `model`); like
+llama.cpp's server, GET /v1/models/{id} answers 404. With `models` given, a chat
+request naming any other model gets 404 model_not_found, as OpenAI answers for a
+model that was shut down.
+
 Run it by hand with `python tests/chat_server.py --port 8000` (Ctrl-C stops it).
 """
 
@@ -94,9 +99,12 @@ def _user_text(body) -> str:
 class ChatServer:
     """POST /v1/chat/completions on 127.0.0.1 (random port) in a background thread."""
 
-    def __init__(self, model: str = "fake-judge", host: str = "127.0.0.1", port: int = 0):
+    def __init__(self, model: str = "fake-judge", host: str = "127.0.0.1", port: int = 0,
+                 models: list[str] | None = None):
         self.model = model
-        self.requests: list[dict] = []  # one entry per request, in arrival order
+        self.models = list(models) if models is not None else None  # None: any model name is answered
+        self.requests: list[dict] = []  # one entry per chat request, in arrival order
+        self.listings: list[str] = []  # paths of GET requests (model listings)
         self._by_count: dict[int, Fault] = {}
         self._by_content: list[list] = []  # [substring, faults left, forever]
         self._lock = threading.Lock()
@@ -197,6 +205,15 @@ def _handler_for(server: ChatServer):
                 with server._lock:
                     server.in_flight -= 1
 
+        def do_GET(self):  # not in server.requests: fault plans and request counts are about chat calls
+            with server._lock:
+                server.listings.append(self.path)
+            if self.path.rstrip("/").endswith("/models"):
+                served = server.models if server.models is not None else [server.model]
+                return self._send(200, {"object": "list", "data": [
+                    {"id": name, "object": "model", "created": 0, "owned_by": "test"} for name in served]})
+            return self._send(404, {"error": {"message": f"no route {self.path}", "type": "not_found"}})
+
         def _handle_post(self):
             raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             try:
@@ -217,6 +234,9 @@ def _handler_for(server: ChatServer):
                 return self._send(404, {"error": {"message": f"no route {self.path}", "type": "not_found"}})
             if body is None or "messages" not in body:
                 return self._send(400, {"error": {"message": "body must be JSON with messages", "type": "invalid"}})
+            if server.models is not None and body.get("model") not in server.models:
+                return self._send(404, {"error": {"message": f"The model `{body.get('model')}` does not exist",
+                                                  "type": "invalid_request_error", "code": "model_not_found"}})
             self._answer(body, user_text, fault)
 
         def _answer(self, body, user_text, fault):

@@ -118,7 +118,7 @@ def request_key(request, url) -> str:
 @pytest.fixture(scope="module")
 def run_a(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("pipeline-a")
-    with ChatServer() as server:
+    with ChatServer(models=list(JUDGE_MODELS.values())) as server:
         for n, fault in FAULTS.items():
             server.fault_at(n, fault)
         config = write_overlay(workdir / "overlay.yaml", overlay(server.url))
@@ -136,7 +136,7 @@ def run_b(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("pipeline-b")
     res = results(workdir)
     events = {}
-    with ChatServer() as server:
+    with ChatServer(models=list(JUDGE_MODELS.values())) as server:
         server.fault_on("", Fault.slow(0.15), forever=True)  # slow enough to be killed mid-step
         config = write_overlay(workdir / "overlay.yaml", overlay(server.url))
 

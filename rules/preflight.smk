@@ -1,0 +1,25 @@
+# preflight (docs/preflight.md): every dataset, model, NLI, judge, cluster and disk
+# check of the config, in seconds, before any GPU hour or paid judge call.
+#   preflight   results/{experiment}/preflight.json   {"ok", "checks": [...]}
+# Every GPU job and the paid judge job take it as an input (preflight_done() in
+# common.smk, marked ancient: a re-run preflight never re-runs finished jobs).
+# A failed preflight leaves preflight.failed.json beside the missing output.
+
+
+rule preflight:
+    conda:
+        "../envs/torch.yaml"
+    output:
+        res("preflight.json"),
+    params:
+        # the checks re-run when an output key of the config or the executor changes
+        checked=_settings.settings_hash(output_view(S)),
+        config=preflight_config_args(),
+        cluster=lambda w: cli_args({"--executor": preflight_executor(), "--resources-json": preflight_resources()}),
+    localrule: True
+    log:
+        logs("preflight.log"),
+    benchmark:
+        bench("preflight.tsv")
+    shell:
+        "python -m reset.preflight {params.config} {params.cluster} --out {output} > {log} 2>&1"
