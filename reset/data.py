@@ -402,6 +402,7 @@ def prepare_dataset(dataset: str, source, settings: dict, seen_paths: Iterable =
         "dropped": dict(sorted(collector.dropped.items())),
         "splits": {split: len(rows) for split, rows in splits.items()},
         "sources": sources,
+        "revision": settings.get("revision"),  # of a hub source; read by the jobs' provenance sidecars
     }
     if seen is not None:
         report["seen_instructions"] = len(seen)
@@ -568,9 +569,11 @@ def main(argv=None) -> int:
     except DataError as err:
         log.error("%s", err)
         print(f"error: {err}", file=sys.stderr)
-        return 1
+        return 2
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from reset.cli import run_cli
+
+    sys.exit(run_cli(main))

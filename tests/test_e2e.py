@@ -25,6 +25,7 @@ from reset.variants import KIND, TRAJECTORY_VARIANTS, VARIANTS
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
 EXP = "e2e"
+SENTINEL_KEY = "sk-e2e-sentinel-9f8e7d6c5b4a"
 
 
 def e2e_config(tiny_llama_dir, tmp_path) -> Path:
@@ -46,7 +47,8 @@ def e2e_config(tiny_llama_dir, tmp_path) -> Path:
 
 
 def snakemake(workdir, configfile, *args, timeout=1500):
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+           "OPENAI_API_KEY": SENTINEL_KEY}  # must never reach a provenance sidecar
     command = [str(SNAKEMAKE), "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
                "--configfile", str(REPO / "config.yaml"), str(configfile), "--cores", "2", *args]
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
@@ -169,3 +171,27 @@ def test_report_is_self_contained_and_snakemake_report_works(run, tmp_path):
 
 def e2e_config_path(workdir) -> Path:
     return workdir / "e2e.yaml"
+
+
+def test_every_computing_job_leaves_a_sidecar_the_report_gathers(run):
+    _, results, _ = run
+    sidecars = {p.relative_to(results).as_posix(): json.loads(p.read_text())
+                for p in results.rglob("*.provenance.json")}
+    jobs = {side["job"] for side in sidecars.values()}
+    assert {"reset.models prepare", "reset.data prepare", "reset.data mixture", "reset.train", "reset.sample subset",
+            "reset.sample sweep", "reset.judge", "reset.curate score", "reset.curate select",
+            "reset.evaluate generate", "reset.evaluate score"} <= jobs, jobs
+    for variant in VARIANTS:
+        if VARIANTS[variant]["data"]:
+            assert f"models/{variant}/seed1.provenance.json" in sidecars
+    train = sidecars["models/instruct_mtl/seed1.provenance.json"]
+    assert train["settings"]["seed"] == 1 and train["read"]["models"] and train["read"]["datasets"]
+    assert {m.get("source") for m in train["read"]["models"]} != {None}
+    for rel, side in sidecars.items():
+        assert side["wall_seconds"] >= 0 and side["host"]["hostname"] and side["settings_hash"], rel
+        assert SENTINEL_KEY not in json.dumps(side), rel
+    prov = json.loads((results / "provenance.json").read_text())
+    assert {j["sidecar"] for j in prov["jobs"]} == set(sidecars)
+    assert "packages" in prov["report_host"] and "hardware" in prov["report_host"]
+    page = (results / "report.html").read_text()
+    assert "<h3>Jobs</h3>" in page and train["settings_hash"] in page and "Report host" in page
