@@ -40,11 +40,11 @@ from reset.sources import (
     local_files,
     source_map,
 )
-from reset.variants import DATASETS, IF_EVAL, IF_TRAIN, KIND, MIXTURES, SPLITS
+from reset.variants import DATASETS, EXAMPLE_COLUMNS, IF_EVAL, IF_POOL, IF_TRAIN, KIND, MIXTURES, SPLITS
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ["id", "dataset", "kind", "instruction", "context", "question", "references", "prompt"]
+COLUMNS = EXAMPLE_COLUMNS
 # Sources of a mapping are read in this order, so a row present in both an
 # evaluation and a training source is kept for evaluation.
 ORIGIN_ORDER = ["eval", "dev", "train", "all"]
@@ -426,7 +426,7 @@ def write_prepared(splits: dict, report: dict, out_dir) -> None:
 
 def component_of(row: dict) -> str:
     """Mixture component of a row: the IF sets form one pooled component."""
-    return "if_mix" if row["kind"] == "if" else row["dataset"]
+    return IF_POOL if row["kind"] == "if" else row["dataset"]
 
 
 def if_key(row: dict) -> str:

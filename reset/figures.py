@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 
 from reset.io import atomic_path
-from reset.variants import KIND, TWO_STAGE
+from reset.variants import KIND, TRAJECTORY_POINTS, TWO_STAGE
 
 FAMILY = {
     "instruct": "baseline", "instruct_cd": "baseline", "instruct_mtl": "baseline",
@@ -168,7 +168,7 @@ def trajectory(traj, path, experiment=""):
     plt = _pyplot()
     panels = [("if", "IF score (macro, IF sets)"), ("faithfulness", "faithfulness (macro, context sets)"),
               ("n_tokens", "generated tokens (mean, all sets)")]
-    points = ["first", "best", "last"]
+    points = TRAJECTORY_POINTS
     fig, axes = plt.subplots(1, len(panels), figsize=(15, 4.6), squeeze=False)
     variants = list(dict.fromkeys(traj["variant"]))
     for ax, (metric, label) in zip(axes[0], panels, strict=True):

@@ -325,16 +325,9 @@ def draw_subset(pools: dict, per_pool: int, seed: int):
 
 
 def _read_pool(name, paths):
-    import pandas as pd
+    from reset.io import read_tables
 
-    frames = []
-    for path in paths:
-        frame = pd.read_parquet(path)
-        missing = {"id", "dataset", "kind", "prompt", "references"} - set(frame.columns)
-        if missing:
-            raise ValueError(f"{path}: pool {name} lacks columns {sorted(missing)}")
-        frames.append(frame)
-    return pd.concat(frames, ignore_index=True)
+    return read_tables(paths, ["id", "dataset", "kind", "prompt", "references"], f"training split of pool {name}")
 
 
 # ---------------------------------------------------------------- CLI
@@ -362,12 +355,12 @@ def cmd_sweep(args) -> None:
     import pandas as pd
     import torch
 
-    from reset.io import write_parquet
+    from reset.io import read_table, write_parquet
     from reset.models import load_causal_lm, load_tokenizer
 
     if not 0 <= args.shard < args.shards:
         raise SystemExit(f"--shard {args.shard} is outside 0..{args.shards - 1}")
-    subset = pd.read_parquet(args.subset)
+    subset = read_table(args.subset, ["id", "dataset", "kind", "pool", "prompt"], "sampling subset")
     rows = plan_rows(subset, args.rounds, args.temperatures, args.top_ks, args.topk_temperature,
                      base_seed=args.seed, shard=args.shard, shards=args.shards)
     log.info("shard %d/%d: %d candidates from %d examples", args.shard, args.shards, len(rows),

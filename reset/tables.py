@@ -24,7 +24,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from reset.variants import KIND, TWO_STAGE
+from reset.io import read_table
+from reset.variants import KIND, TRAJECTORY_POINTS, TWO_STAGE
 
 log = logging.getLogger(__name__)
 
@@ -71,12 +72,7 @@ def read_eval(root, variants, seeds, datasets, point=None, columns=None):
         for seed in seeds:
             for dataset in datasets:
                 path = eval_path(root, variant, seed, dataset, point)
-                if not path.exists():
-                    raise FileNotFoundError(f"missing evaluation file {path} ({variant}, seed {seed}, {dataset})")
-                frame = pd.read_parquet(path)
-                missing = [c for c in wanted if c not in frame.columns]
-                if missing:
-                    raise ValueError(f"{path}: missing column(s) {', '.join(missing)}")
+                frame = read_table(path, wanted, f"scored evaluation ({variant}, seed {seed}, {dataset})")
                 frame = frame[wanted].copy()
                 frame["variant"], frame["seed"], frame["dataset"] = variant, int(seed), dataset
                 if point:
@@ -228,7 +224,6 @@ def two_stage_results(summary, seed_frame):
                                       "after", "after_mean", "after_std", "delta", "n_seeds"])
 
 
-TRAJECTORY_POINTS = ["first", "best", "last"]
 
 
 def trajectory_results(rows, variants, seen, unseen):

@@ -31,7 +31,7 @@ from collections import Counter
 from contextlib import nullcontext
 from pathlib import Path
 
-from reset.io import atomic_dir, write_json
+from reset.io import atomic_dir, read_table, write_json
 
 log = logging.getLogger("reset.train")
 
@@ -53,15 +53,8 @@ def read_pairs(path, max_examples: int | None = None, seed: int = 0):
     With `max_examples`, a subset of that size is drawn with `seed`.
     """
     import numpy as np
-    import pandas as pd
 
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: training/dev data file does not exist")
-    frame = pd.read_parquet(path)
-    missing = [c for c in ("prompt", "references") if c not in frame.columns]
-    if missing:
-        raise ValueError(f"{path}: missing column(s) {missing}; found {list(frame.columns)}")
+    frame = read_table(path, ["prompt", "references"], "training/dev data file")
     pairs, dropped = [], Counter()
     for prompt, refs in zip(frame["prompt"], frame["references"], strict=True):
         problem = _row_problem(prompt, refs)
