@@ -6,7 +6,7 @@ and a KV cache, finished rows leave the batch, and every row samples from its
 own seeded random stream, so a row's output does not depend on what else is in
 its batch. That is what makes sharding and re-runs reproducible.
 
-The sweep (SPEC §5): for every example of the sampling subset and every round,
+The sweep (docs/reset.md): for every example of the sampling subset and every round,
 pick temperature or top-k at random and enumerate its 7 values. Top-k samples
 use `--topk-temperature`; temperature samples have top-k disabled.
 

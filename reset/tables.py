@@ -1,4 +1,4 @@
-"""Result tables from scored evaluation parquets (SPEC §7).
+"""Result tables from scored evaluation parquets (docs/results.md).
 
 Aggregation, in two steps so every number can be recomputed by hand:
 1. per (variant, seed, dataset, metric): the mean over the dataset's rows that
@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 METRIC_COLUMNS = {"if": "if_score", "faithfulness": "faithfulness", "task": "task"}
 COVERAGE_COLUMNS = {"unigram_coverage": "unigram_coverage", "bigram_coverage": "bigram_coverage"}
 LENGTH_COLUMNS = {"n_tokens": "n_tokens"}
-# which metrics a dataset of each kind reports (SPEC §6)
+# which metrics a dataset of each kind reports (docs/metrics.md)
 KIND_METRICS = {
     "if": ["if"],
     "extractive_qa": ["faithfulness", "task"],
@@ -178,7 +178,7 @@ def order_rows(frame, variants, datasets, metrics, points=None):
 
 
 def main_results(rows, variants, seen, unseen):
-    """The SPEC §7 table (long): every variant × dataset × metric, plus the macro rows."""
+    """The main table (long, docs/results.md): every variant × dataset × metric, plus the macro rows."""
     seeds = per_seed(rows, METRIC_COLUMNS)
     seeds = add_macros(seeds, seen, unseen)
     summary = summarize(seeds, seen)

@@ -1,4 +1,4 @@
-"""The model variants of the paper (SPEC §5). Pure data: Snakemake imports it at parse time."""
+"""The model variants of the paper (docs/design.md#variants-resetvariantsvariants). Pure data: Snakemake imports it at parse time."""
 
 from __future__ import annotations
 

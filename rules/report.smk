@@ -1,5 +1,5 @@
 # report stage (see docs/design.md): tables, figures, provenance and the HTML report.
-#   tables             scored eval parquets -> tables/main_results.{csv,md,tex} (SPEC §7),
+#   tables             scored eval parquets -> tables/main_results.{csv,md,tex} (docs/results.md),
 #                      main_results_by_seed.csv, two_stage.*, coverage.*, lengths.csv
 #   trajectory_table   scored first/best/last checkpoints -> tables/trajectory.csv
 #   figures            tables -> figures/{tradeoff,two_stage,lengths}.png
