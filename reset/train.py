@@ -32,6 +32,7 @@ from contextlib import nullcontext
 from pathlib import Path
 
 from reset.io import atomic_dir, read_table, write_json
+from reset.settings import Training, add_flags
 
 log = logging.getLogger("reset.train")
 
@@ -670,6 +671,10 @@ def run(args) -> dict | None:
     return summary
 
 
+# Training keys a rule resolves per variant (or hands to the launcher) instead of passing as such.
+JOB_SPECIFIC = ("learning_rate", "reset_learning_rate", "effective_batch_cd", "effective_batch_if", "deepspeed_config")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m reset.train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -683,28 +688,18 @@ def build_parser() -> argparse.ArgumentParser:
                     help="output directory for the first/ and last/ checkpoints")
     io.add_argument("--checkpoint-dir", required=True, type=Path,
                     help="Trainer checkpoints (kept across kills for resuming; removed after success)")
-    hp = p.add_argument_group("optimisation")
-    hp.add_argument("--learning-rate", type=float, required=True)
+    hp = p.add_argument_group("this job's learning rate, batch and seed (picked per variant from the training keys)")
+    hp.add_argument("--learning-rate", type=float, required=True,
+                    help="training.learning_rate, or training.reset_learning_rate for a ReSet job")
     hp.add_argument("--effective-batch", type=int, required=True,
-                    help="examples per optimiser step = per-device batch x accumulation x devices")
-    hp.add_argument("--per-device-batch", type=int, required=True)
+                    help="training.effective_batch_cd or _if: examples per optimiser step = per-device batch x "
+                         "accumulation x devices")
     hp.add_argument("--seed", type=int, required=True)
-    hp.add_argument("--max-seq-length", type=int, default=2048, help="longer examples are truncated (counted)")
-    hp.add_argument("--weight-decay", type=float, default=0.0)
-    hp.add_argument("--warmup-ratio", type=float, default=0.03)
-    hp.add_argument("--lr-scheduler", default="cosine", choices=["cosine", "linear", "constant",
-                                                                 "constant_with_warmup"])
-    hp.add_argument("--num-epochs", type=float, default=1.0, help="fraction of one epoch to train (<= 1)")
-    hp.add_argument("--max-steps", type=int, default=None, help="cap on optimiser steps")
-    hp.add_argument("--save-steps", type=int, default=100, help="checkpoint + dev perplexity every N steps")
-    hp.add_argument("--max-train-examples", type=int, default=None, help="seeded subset of the training data")
-    hp.add_argument("--max-dev-examples", type=int, default=None, help="subset of the dev data (fixed seed 0)")
-    hp.add_argument("--gradient-checkpointing", action="store_true")
+    add_flags(p, Training, exclude=JOB_SPECIFIC, group_title="training keys (docs/config.md)")
     run_group = p.add_argument_group("runtime")
     run_group.add_argument("--deepspeed", type=Path, default=None,
                            help="DeepSpeed config (ZeRO-3) for GPU jobs launched with torch.distributed.run; "
                                 "also runs on CPU over gloo in fp32, to check the path without a GPU")
-    run_group.add_argument("--logging-steps", type=int, default=10, help="log the training loss every N steps")
     run_group.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     run_group.add_argument("--trust-remote-code", action="store_true")
     return p

@@ -35,10 +35,38 @@ def check_api_key_env(config):
 check_api_key_env(config)
 validate(config, schema="../schemas/config.schema.yaml")
 
-EXP = config["experiment"]
+from reset import settings as _settings
+
+# The typed view of the config (reset/settings.py defines every key once, with its default).
+S = _settings.load(config)
+
+
+class Runtime:
+    """Flags of settings that cannot change an output (logging, retries, timeouts, concurrency).
+
+    Used as a param and formatted into the shell command like any other, but Snakemake's params
+    rerun trigger records only params of plain types (str, numbers, lists, ...) and skips other
+    objects, so changing one of these settings reruns no job. tests/test_settings_reruns.py keeps
+    this so on a finished run.
+    """
+
+    def __init__(self, text):
+        self.text = text
+
+    def __str__(self):
+        return self.text
+
+    def __format__(self, spec):
+        return self.text
+
+
+def runtime_flags(section, **kwargs):
+    return Runtime(_settings.flags(section, output=False, **kwargs))
+
+EXP = S.experiment
 RESULTS = f"results/{EXP}"
-SEEDS = config["seeds"]
-EVAL_DATASETS = config["evaluation"]["seen"] + config["evaluation"]["unseen"]
+SEEDS = list(S.seeds)
+EVAL_DATASETS = [*S.evaluation.seen, *S.evaluation.unseen]
 
 
 wildcard_constraints:
@@ -94,7 +122,7 @@ def source_slug(source):
 
 
 def model_source_for_role(role):
-    return config["models"][role]["source"]
+    return getattr(S.models, role).source
 
 
 def pretrained_dir(source):
@@ -103,7 +131,7 @@ def pretrained_dir(source):
 
 def trusts_remote_code(source):
     """Whether models.trust_remote_code names this exact model source."""
-    return source in config["models"].get("trust_remote_code", [])
+    return source in S.models.trust_remote_code
 
 
 def variant_root_source(variant):
@@ -118,41 +146,45 @@ def variant_trusts_remote_code(variant):
 
 
 def judge_trusts_remote_code(judge):
-    cfg = config["judges"][judge]
-    return cfg["provider"] == "local" and trusts_remote_code(cfg["model"])
+    cfg = judge_settings(judge)
+    return cfg.provider == "local" and trusts_remote_code(cfg.model)
 
 
 def nli_trusts_remote_code():
-    return trusts_remote_code(config["judges"]["nli"]["model"])
+    return trusts_remote_code(S.judges.nli.model)
+
+
+def judge_settings(judge):
+    """The typed settings of judges.<judge> (if or if_supercharged)."""
+    return S.judges.if_ if judge == "if" else S.judges.if_supercharged
 
 
 def all_model_sources():
     """Every model source the run needs prepared locally, keyed by slug."""
-    sources = [config["models"]["base"]["source"], config["models"]["instruct"]["source"]]
+    sources = [S.models.base.source, S.models.instruct.source]
     for judge in ("if", "if_supercharged"):
-        if config["judges"][judge]["provider"] == "local":
-            sources.append(config["judges"][judge]["model"])
-    sources.append(config["judges"]["nli"]["model"])
+        if judge_settings(judge).provider == "local":
+            sources.append(judge_settings(judge).model)
+    sources.append(S.judges.nli.model)
     return {source_slug(s): s for s in sources}
 
 
 def model_options(source):
     """Per-source options (revision, pickle allowance) from config.models or judges.nli."""
-    for role in ("base", "instruct"):
-        spec = config["models"][role]
-        if spec["source"] == source:
-            return spec
-    nli = config["judges"]["nli"]
-    if nli["model"] == source:
-        return nli
+    for spec in (S.models.base, S.models.instruct):
+        if spec.source == source:
+            return {"revision": spec.revision, "allow_pickle_weights": spec.allow_pickle_weights}
+    nli = S.judges.nli
+    if nli.model == source:
+        return {"revision": nli.revision, "allow_pickle_weights": nli.allow_pickle_weights}
     return {}
 
 
 def model_task(source):
     """seq-cls for a classifier NLI model, causal-lm for everything else."""
-    nli = config["judges"]["nli"]
-    causal_roles = [config["models"][r]["source"] for r in ("base", "instruct")]
-    if nli["model"] == source and nli["backend"] == "seq_cls" and source not in causal_roles:
+    nli = S.judges.nli
+    causal_roles = [S.models.base.source, S.models.instruct.source]
+    if nli.model == source and nli.backend == "seq_cls" and source not in causal_roles:
         return "seq-cls"
     return "causal-lm"
 
@@ -185,12 +217,12 @@ def variant_dev_data(variant):
 
 
 def judge_model_dir(judge):
-    cfg = config["judges"][judge]
-    return pretrained_dir(cfg["model"]) if cfg["provider"] == "local" else None
+    cfg = judge_settings(judge)
+    return pretrained_dir(cfg.model) if cfg.provider == "local" else None
 
 
 def nli_model_dir():
-    return pretrained_dir(config["judges"]["nli"]["model"])
+    return pretrained_dir(S.judges.nli.model)
 
 
 # ---------------------------------------------------------------- data
@@ -210,7 +242,7 @@ def dataset_raw_inputs(wildcards):
     Hub ids add nothing (no network at DAG time); a local path that does not
     exist yet adds nothing either, so the job itself fails naming the file.
     """
-    sources = source_map(config["datasets"][wildcards.dataset]["source"])
+    sources = source_map(S.datasets[wildcards.dataset].source)
     return [f for src in sources.values() for f in local_files(src)]
 
 
@@ -226,10 +258,10 @@ def dataset_seen_inputs(wildcards):
 def dataset_eval_cap(name):
     if "eval" not in SPLITS[name]:
         return None
-    cap = config["datasets"][name].get("eval_cap")
+    cap = S.datasets[name].eval_cap
     if cap:
         return cap
-    return config["data"]["eval_cap_if" if KIND[name] == "if" else "eval_cap_context"]
+    return S.data.eval_cap_if if KIND[name] == "if" else S.data.eval_cap_context
 
 
 def _split_pairs(value):
@@ -242,26 +274,23 @@ def _split_pairs(value):
 
 
 def dataset_args(wildcards):
-    """Flags of `python -m reset.data prepare` for a dataset, from config.datasets and config.data."""
+    """Flags of `python -m reset.data prepare` for a dataset, from datasets.<name> and data."""
     name = wildcards.dataset
-    cfg, data, splits = config["datasets"][name], config["data"], SPLITS[name]
-    lang = None
-    if "lang" in cfg:
-        lang = "any" if cfg["lang"] is None else cfg["lang"]
+    cfg, data, splits = S.datasets[name], S.data, SPLITS[name]
     return cli_args({
         "--dataset": name,
-        "--source": _split_pairs(cfg["source"]),
-        "--format": cfg.get("format"),
-        "--hub-name": cfg.get("name"),
-        "--hub-split": _split_pairs(cfg.get("split")),
-        "--revision": cfg.get("revision"),
-        "--lang": lang,
-        "--split-seed": data["split_seed"],
-        "--dev-fraction": data["dev_fraction"] if "dev" in splits else None,
-        "--dev-min": data.get("dev_min", 2) if "dev" in splits else None,
-        "--eval-fraction": data["eval_fraction"] if {"train", "eval"} <= set(splits) else None,
+        "--source": _split_pairs(cfg.source),
+        "--format": cfg.format,
+        "--hub-name": cfg.name,
+        "--hub-split": _split_pairs(cfg.split),
+        "--revision": cfg.revision,
+        "--lang": ("any" if cfg.lang is None else cfg.lang) if name == "oasst1" else None,
+        "--split-seed": data.split_seed,
+        "--dev-fraction": data.dev_fraction if "dev" in splits else None,
+        "--dev-min": data.dev_min if "dev" in splits else None,
+        "--eval-fraction": data.eval_fraction if {"train", "eval"} <= set(splits) else None,
         "--eval-cap": dataset_eval_cap(name),
-        "--max-passages": data["max_passages"] if KIND[name].endswith("_qa") else None,
+        "--max-passages": data.max_passages if KIND[name].endswith("_qa") else None,
     })
 
 
@@ -300,11 +329,11 @@ def eval_data():
 
 
 def eval_shards():
-    return list(range(config["evaluation"]["shards"]))
+    return list(range(S.evaluation.shards))
 
 
 def trajectories_enabled():
-    return bool(config["evaluation"].get("trajectories", True))
+    return S.evaluation.trajectories
 
 
 def trajectory_model_dir(variant, seed, point):
@@ -406,26 +435,21 @@ def checkpoint_dir(variant, seed):
 
 
 def train_args(wildcards):
-    """Flags of `python -m reset.train` for a variant: its learning rate and batch kind from VARIANTS."""
-    tr, spec = config["training"], VARIANTS[wildcards.trained]
-    return cli_args({
-        "--learning-rate": tr[spec["lr"]],
-        "--effective-batch": tr[f"effective_batch_{spec['batch']}"],
-        "--per-device-batch": tr["per_device_batch"],
-        "--seed": wildcards.seed,
-        "--max-seq-length": tr["max_seq_length"],
-        "--weight-decay": tr.get("weight_decay", 0.0),
-        "--warmup-ratio": tr.get("warmup_ratio", 0.03),
-        "--lr-scheduler": tr.get("lr_scheduler", "cosine"),
-        "--num-epochs": tr.get("num_epochs", 1),
-        "--max-steps": tr.get("max_steps"),
-        "--save-steps": tr["save_steps"],
-        "--max-train-examples": tr.get("max_train_examples"),
-        "--max-dev-examples": tr.get("max_dev_examples"),
-        "--logging-steps": tr.get("logging_steps", 10),
-        "--gradient-checkpointing": bool(tr.get("gradient_checkpointing", False)),
-        "--trust-remote-code": variant_trusts_remote_code(wildcards.trained),
-    })
+    """Output-affecting flags of `python -m reset.train` for a variant: the training keys it uses, with
+    its learning rate and effective batch picked by VARIANTS (changing reset_learning_rate reruns only
+    the ReSet trainings)."""
+    spec = VARIANTS[wildcards.trained]
+    from reset.train import JOB_SPECIFIC
+
+    return " ".join([
+        _settings.flags(S.training, output=True, exclude=JOB_SPECIFIC),
+        cli_args({
+            "--learning-rate": getattr(S.training, spec["lr"]),
+            "--effective-batch": getattr(S.training, f"effective_batch_{spec['batch']}"),
+            "--seed": wildcards.seed,
+            "--trust-remote-code": variant_trusts_remote_code(wildcards.trained),
+        }),
+    ])
 
 
 def train_launcher(wildcards, resources):
@@ -434,7 +458,7 @@ def train_launcher(wildcards, resources):
     if gpus < 1:
         return "python -m reset.train"
     return (f"python -m torch.distributed.run --standalone --nproc_per_node {gpus} -m reset.train "
-            f"--deepspeed {shlex.quote(config['training']['deepspeed_config'])}")
+            f"--deepspeed {shlex.quote(S.training.deepspeed_config)}")
 
 
 def training_targets():
@@ -444,10 +468,10 @@ def training_targets():
 # ---------------------------------------------------------------- ReSet
 # (sampling, candidate judges, curation: rules/sample.smk, judge.smk, curate.smk)
 
-if config["curation"]["reset_s"]["rounds"] > config["sampling"]["rounds"]:
+if S.curation.reset_s.rounds > S.sampling.rounds:
     raise ValueError(
-        f"config: curation.reset_s.rounds ({config['curation']['reset_s']['rounds']}) exceeds "
-        f"sampling.rounds ({config['sampling']['rounds']}): ReSet-S ranks candidates of rounds that are never sampled"
+        f"config: curation.reset_s.rounds ({S.curation.reset_s.rounds}) exceeds "
+        f"sampling.rounds ({S.sampling.rounds}): ReSet-S ranks candidates of rounds that are never sampled"
     )
 
 CURATED_JUDGE = {"reset": "if", "reset_s": "if_supercharged"}
@@ -464,8 +488,7 @@ def sampling_pool_args(wildcards, input):
 
 
 def sampling_subset_args():
-    s = config["sampling"]
-    return cli_args({"--per-pool": s["subset_per_dataset"], "--seed": s.get("seed", 0)})
+    return cli_args({"--per-pool": S.sampling.subset_per_dataset, "--seed": S.sampling.seed})
 
 
 SAMPLING_VARIANT = "instruct_mtl"   # the multi-task checkpoint ReSet samples from
@@ -473,11 +496,11 @@ SAMPLING_VARIANT = "instruct_mtl"   # the multi-task checkpoint ReSet samples fr
 
 def sampling_model_dir():
     """ReSet samples from SAMPLING_VARIANT of sampling.source_seed."""
-    return res("models", SAMPLING_VARIANT, f"seed{config['sampling']['source_seed']}")
+    return res("models", SAMPLING_VARIANT, f"seed{S.sampling.source_seed}")
 
 
 def sampling_shards():
-    return [res("sampling", f"shard{i}.parquet") for i in range(config["sampling"]["shards"])]
+    return [res("sampling", f"shard{i}.parquet") for i in range(S.sampling.shards)]
 
 
 def sweep_args():
@@ -492,7 +515,7 @@ def sweep_args():
 
 def judge_rounds(judge):
     """The main IF judge scores round 1; the ReSet-S judge every round ReSet-S ranks."""
-    return 1 if judge == "if" else config["curation"]["reset_s"]["rounds"]
+    return 1 if judge == "if" else S.curation.reset_s.rounds
 
 
 def judge_settings_json(judge):
