@@ -299,7 +299,8 @@ class Job:
         return redact({
             "job": " ".join(part for part in (self.name, command if isinstance(command, str) else None) if part),
             "output": str(output) if output else None,
-            "command": self.argv,
+            # as typed: `python -m reset.<module> ...` (argv[0] is the module's file under -m)
+            "command": [sys.executable, "-m", self.name, *self.argv[1:]] if self.name else self.argv,
             "cwd": os.getcwd(),
             "started": self.started.isoformat(timespec="seconds"),
             "wall_seconds": round(time.monotonic() - self._t0, 3),
