@@ -1,6 +1,6 @@
 """Sampling sweep: `reset.inference.generate` against one `model.generate` call per candidate.
 
-Both sides sample the ReSet decoding sweep (SPEC §5: per example one round of
+Both sides sample the ReSet decoding sweep (docs/reset.md: per example one round of
 7 settings, temperature 0.1..0.7 or top-k 5..100 at temperature 1.0, the
 parameter drawn per example exactly as `reset.sample.plan_rows` draws it) for
 the same prompts on the real SmolLM2-135M-Instruct (converted once under

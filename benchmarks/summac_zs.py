@@ -40,7 +40,7 @@ from benchmarks import CACHE, REPO, emit, interleave, log, set_threads, summary,
 REFERENCE_ENV = CACHE / "summac-env"
 RAW = REPO / "resources" / "demo" / "raw"
 TOLERANCE = 1e-4
-SWEEP_SIZE = 7   # settings per round (SPEC §5)
+SWEEP_SIZE = 7   # settings per round (docs/reset.md)
 TARGET_RATIO = 3.0
 
 # classifier shapes: "small" keeps a 2-core run at a minute; "vitc-base" is the

@@ -1,4 +1,4 @@
-"""One adapter per dataset of SPEC §2: raw rows in the source's own format -> examples.
+"""One adapter per dataset (docs/datasets.md): raw rows in the source's own format -> examples.
 
 An adapter reads the rows of one source and yields exactly one result per raw
 row: an `Example`, or a `Drop` naming why the row was left out. Row-level

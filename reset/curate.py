@@ -28,13 +28,13 @@ import sys
 from pathlib import Path
 
 from reset.faithfulness import add_nli_flags
+from reset.variants import CONTEXT_KINDS, EXAMPLE_COLUMNS
 
 log = logging.getLogger(__name__)
 
 CANDIDATE_REQUIRED = ["id", "dataset", "kind", "pool", "round", "param", "value", "setting_index",
                       "seed", "text", "n_tokens", "finish_reason"]
-SUBSET_REQUIRED = ["id", "dataset", "kind", "instruction", "context", "question", "references", "prompt", "pool"]
-CONTEXT_KINDS = ("extractive_qa", "abstractive_qa", "summarization")
+SUBSET_REQUIRED = [*EXAMPLE_COLUMNS, "pool"]
 PAIR = ["id", "text"]
 
 
@@ -42,18 +42,9 @@ PAIR = ["id", "text"]
 
 
 def _read(paths, required, what):
-    import pandas as pd
+    from reset.io import read_tables
 
-    frames = []
-    for path in paths:
-        frame = pd.read_parquet(path)
-        missing = [c for c in required if c not in frame.columns]
-        if missing:
-            raise ValueError(f"{path}: {what} lacks column(s) {', '.join(missing)}")
-        frames.append(frame)
-    if not frames:
-        raise ValueError(f"no {what} files given")
-    return pd.concat(frames, ignore_index=True)
+    return read_tables(paths, required, what)
 
 
 def read_candidates(paths, max_round=None):
@@ -349,4 +340,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from reset.cli import run_cli
+
+    sys.exit(run_cli(main))

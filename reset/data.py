@@ -45,11 +45,11 @@ from reset.sources import (
     mirror_files,
     source_map,
 )
-from reset.variants import DATASETS, IF_EVAL, IF_TRAIN, KIND, MIXTURES, SPLITS
+from reset.variants import DATASETS, EXAMPLE_COLUMNS, IF_EVAL, IF_POOL, IF_TRAIN, KIND, MIXTURES, SPLITS
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ["id", "dataset", "kind", "instruction", "context", "question", "references", "prompt"]
+COLUMNS = EXAMPLE_COLUMNS
 # Sources of a mapping are read in this order, so a row present in both an
 # evaluation and a training source is kept for evaluation.
 ORIGIN_ORDER = ["eval", "dev", "train", "all"]
@@ -474,6 +474,7 @@ def prepare_dataset(dataset: str, source, settings: dict, seen_paths: Iterable =
         "dropped": dict(sorted(collector.dropped.items())),
         "splits": {split: len(rows) for split, rows in splits.items()},
         "sources": sources,
+        "revision": settings.get("revision"),  # of a hub source; read by the jobs' provenance sidecars
     }
     if seen is not None:
         report["seen_instructions"] = len(seen)
@@ -497,7 +498,7 @@ def write_prepared(splits: dict, report: dict, out_dir) -> None:
 
 def component_of(row: dict) -> str:
     """Mixture component of a row: the IF sets form one pooled component."""
-    return "if_mix" if row["kind"] == "if" else row["dataset"]
+    return IF_POOL if row["kind"] == "if" else row["dataset"]
 
 
 def if_key(row: dict) -> str:
@@ -640,9 +641,11 @@ def main(argv=None) -> int:
     except DataError as err:
         log.error("%s", err)
         print(f"error: {err}", file=sys.stderr)
-        return 1
+        return 2
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from reset.cli import run_cli
+
+    sys.exit(run_cli(main))

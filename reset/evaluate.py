@@ -39,14 +39,14 @@ import time
 from pathlib import Path
 
 from reset.faithfulness import add_nli_flags, nli_options
-from reset.io import atomic_path, write_json, write_parquet
+from reset.io import atomic_path, read_table, read_tables, write_json, write_parquet
 from reset.settings import Judge, add_flags, from_args, output_only
+from reset.variants import CONTEXT_KINDS, EXAMPLE_COLUMNS
 
 log = logging.getLogger(__name__)
 
-REQUIRED = ["id", "dataset", "kind", "instruction", "context", "question", "references", "prompt"]
+REQUIRED = EXAMPLE_COLUMNS
 GENERATED = ["prediction", "n_tokens", "finish_reason"]
-CONTEXT_KINDS = ("extractive_qa", "abstractive_qa", "summarization")
 GREEDY = {"do_sample": False}
 
 
@@ -87,13 +87,7 @@ def read_eval_sets(paths):
     """Concatenate evaluation parquets, checking the unified schema and unique ids."""
     import pandas as pd
 
-    frames = []
-    for path in paths:
-        frame = read_parquet(path)
-        missing = [c for c in REQUIRED if c not in frame.columns]
-        if missing:
-            raise ValueError(f"{path}: missing column(s) {', '.join(missing)} of the unified example schema")
-        frames.append(frame)
+    frames = [read_table(path, REQUIRED, "evaluation set (unified example schema)") for path in paths]
     rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=REQUIRED)
     duplicated = rows["id"][rows["id"].duplicated()]
     if len(duplicated):
@@ -140,16 +134,8 @@ def generate_shard(model_dir, data_paths, shard, shards, max_new_tokens, batch_s
 
 
 def read_generations(paths):
-    import pandas as pd
 
-    frames = []
-    for path in paths:
-        frame = read_parquet(path)
-        missing = [c for c in REQUIRED + GENERATED if c not in frame.columns]
-        if missing:
-            raise ValueError(f"{path}: missing column(s) {', '.join(missing)}")
-        frames.append(frame)
-    rows = pd.concat(frames, ignore_index=True)
+    rows = read_tables(paths, REQUIRED + GENERATED, "generations shard")
     if "eval_index" in rows.columns:  # back to the order of the evaluation files
         rows = rows.sort_values("eval_index", kind="stable")
     duplicated = rows["id"][rows["id"].duplicated()]
@@ -470,4 +456,6 @@ def run(args) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from reset.cli import run_cli
+
+    sys.exit(run_cli(main))

@@ -1,4 +1,4 @@
-"""Atomic file writes, so a crashed job never leaves an output that looks complete."""
+"""Atomic file writes, so a crashed job never leaves an output that looks complete; checked parquet reads."""
 
 from __future__ import annotations
 
@@ -57,6 +57,38 @@ def _umask() -> int:
 def write_parquet(df, path) -> None:
     with atomic_path(path) as tmp:
         df.to_parquet(tmp, index=False)
+
+
+def read_table(path, required_columns=(), what="table"):
+    """A parquet file as a DataFrame, with a clear error when it is missing, unreadable or lacks a column.
+
+    `what` says what the file should be ("sampling subset", "evaluation set"); errors name the
+    file, and for missing columns list them and the columns found.
+    """
+    import pandas as pd
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{what} {path} does not exist")
+    try:
+        frame = pd.read_parquet(path)
+    except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError
+        raise ValueError(f"{path}: cannot read {what} as parquet ({err})") from None
+    missing = [c for c in required_columns if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {', '.join(missing)} of a {what} "
+                         f"(found {', '.join(map(str, frame.columns)) or 'none'})")
+    return frame
+
+
+def read_tables(paths, required_columns=(), what="table"):
+    """`read_table` of every path, concatenated; at least one path is needed."""
+    import pandas as pd
+
+    frames = [read_table(path, required_columns, what) for path in paths]
+    if not frames:
+        raise ValueError(f"no {what} files given")
+    return pd.concat(frames, ignore_index=True)
 
 
 def write_json(obj, path) -> None:

@@ -1,6 +1,6 @@
 """Text metrics: normalisation, span and n-gram coverage, exact match, ROUGE-L.
 
-All comparisons work on `normalize`d text (SPEC §6, the paper's appendix):
+All comparisons work on `normalize`d text (docs/metrics.md, the paper's appendix):
 spaces around hyphens and slashes and before "'s" are removed, then the text is
 lowercased, punctuation and the articles a / an / the are dropped and white
 space is collapsed.

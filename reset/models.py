@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import importlib.util
+import json
 import logging
 import os
 import re
@@ -133,6 +134,10 @@ def prepare_model(source: str, out_dir, trust_remote_code: bool = False,
         tokenizer.save_pretrained(tmp)
         (tmp / "SOURCE").write_text(source + "\n")
         write_model_digest(tmp)   # once, here: evaluation reuse reads it instead of hashing the weights
+        # read by the provenance sidecars of every job that loads this directory (reset/sidecar.py)
+        (tmp / "SOURCE.json").write_text(json.dumps({
+            "source": source, "revision": revision, "task": task,
+            "resolved_commit": getattr(model.config, "_commit_hash", None)}, indent=2) + "\n")
 
 
 def _check_safetensors(model_dir: Path, hint: str = "convert them with `python -m reset.models prepare`") -> None:
@@ -230,7 +235,7 @@ def main(argv=None) -> int:
             if "trust_remote_code" in str(err) and not args.trust_remote_code:
                 hint = f"\nTo allow it, list {args.source!r} under models.trust_remote_code in the config."
             log.error("%s%s", err, hint)
-            return 1
+            return 2
     else:
         build_tiny_llama(args.out, args.tokenizer_from, seed=args.seed,
                          hidden_size=args.hidden_size, num_layers=args.layers)
@@ -238,4 +243,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from reset.cli import run_cli
+
+    sys.exit(run_cli(main))

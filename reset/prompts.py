@@ -1,4 +1,4 @@
-"""The prompt template (SPEC §3): Alpaca layout with our objective-aligned task instructions.
+"""The prompt template (docs/datasets.md#prompt-template): Alpaca layout with our objective-aligned task instructions.
 
 Every example, in training and in evaluation, is rendered the same way:
 

@@ -1,4 +1,10 @@
-"""Provenance of a run: config, code version, packages, sources with hashes, seeds, hardware."""
+"""Provenance of a run: config, code version, sources with hashes, seeds, and every job's sidecar.
+
+What ran where comes from the jobs themselves: each computing job leaves a sidecar beside its
+output (reset/sidecar.py) and `collect_jobs` gathers them. The package versions and hardware
+recorded here directly are those of the host that built the report (`report_host`), which is
+not where training or scoring ran.
+"""
 
 from __future__ import annotations
 
@@ -158,15 +164,33 @@ def resolved_commits(preflight_path) -> dict:
     return out
 
 
-def collect(config: dict, repo=".", data_dir=None, preflight=None, eval_summaries=()) -> dict:
-    """Everything the report's provenance section shows; `preflight` adds the resolved hub commits."""
+def collect_jobs(results_dir) -> list[dict]:
+    """Every job sidecar under `results_dir`, by output path; `sidecar` is its path relative to the results."""
+    from reset.sidecar import SUFFIX
+
+    if results_dir is None:
+        return []
+    root = Path(results_dir)
+    jobs = []
+    for path in sorted(root.rglob(f"*{SUFFIX}")):
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError) as err:  # a sidecar is evidence, not input: note it and go on
+            record = {"error": f"unreadable sidecar: {err}"}
+        jobs.append({"sidecar": str(path.relative_to(root)), **record})
+    return jobs
+
+
+def collect(config: dict, repo=".", data_dir=None, preflight=None, eval_summaries=(), results_dir=None) -> dict:
+    """Everything the report's provenance section shows; `preflight` adds the resolved hub commits,
+    `results_dir` every job's provenance sidecar."""
     models = {role: model_source(config["models"][role]["source"], config["models"][role])
               for role in ("base", "instruct")}
     for judge in ("if", "if_supercharged"):
         cfg = config["judges"][judge]
-        models[f"judge:{judge}"] = (model_source(cfg["model"]) if cfg["provider"] == "local"
+        models[f"judge:{judge}"] = (model_source(cfg["model"], cfg) if cfg["provider"] == "local"
                                     else {"source": cfg["model"], "kind": "api", "base_url": cfg.get("base_url")})
-    models["nli"] = model_source(config["judges"]["nli"]["model"])
+    models["nli"] = model_source(config["judges"]["nli"]["model"], config["judges"]["nli"])
     commits = resolved_commits(preflight)
     for name, entry in models.items():
         kind, key = ("nli", "nli") if name == "nli" else ("model", name.split(":")[-1])
@@ -181,7 +205,6 @@ def collect(config: dict, repo=".", data_dir=None, preflight=None, eval_summarie
         "experiment": config["experiment"],
         "config": config,
         "git": git_info(repo),
-        "packages": package_versions(),
         "models": models,
         "datasets": datasets,
         "filter_reports": filter_reports(data_dir, config["datasets"]) if data_dir else {},
@@ -192,5 +215,11 @@ def collect(config: dict, repo=".", data_dir=None, preflight=None, eval_summarie
             "sampling.source_seed": config["sampling"]["source_seed"],
             "evaluation": "greedy decoding (no sampling seed)",
         },
-        "hardware": hardware(),
+        "jobs": collect_jobs(results_dir),
+        "report_host": {
+            "note": "the machine and interpreter that built this report; per-job hosts and versions are in jobs",
+            "hostname": platform.node(),
+            "packages": package_versions(),
+            "hardware": hardware(),
+        },
     }

@@ -147,6 +147,30 @@ def _kv_table(pairs):
     return tab.simple_html(["", ""], rows).replace("<thead><tr><th></th><th></th></tr></thead>", "")
 
 
+def _jobs_html(jobs):
+    """One row per job sidecar: what ran where, how long, how much memory, with which settings."""
+    rows = []
+    for job in jobs:
+        host = job.get("host", {})
+        gpus = host.get("gpus") or []
+        gpu = f"{len(gpus)}× {gpus[0]}" if gpus else "none"
+        memory = job.get("peak_memory", {})
+        peak = max(memory.get("rss_mb") or 0, memory.get("children_rss_mb") or 0)
+        wall = job.get("wall_seconds")
+        rows.append([job.get("job") or "?", job.get("output") or job.get("sidecar", ""),
+                     host.get("hostname") or job.get("error", "?"), gpu,
+                     "–" if wall is None else f"{wall:.1f}",
+                     f"{peak:.0f}" + (f" (GPU {memory['gpu_mb']:.0f})" if memory.get("gpu_mb") else ""),
+                     (job.get("git") or {}).get("commit", "")[:10] if (job.get("git") or {}).get("commit") else "–",
+                     job.get("settings_hash", "–")])
+    return ("<h3>Jobs</h3><p class=caption>Every computing job's provenance sidecar (the job's output + "
+            "<code>.provenance.json</code>): the host and GPUs it ran on, wall time in seconds, peak resident "
+            "memory in MiB and the hash of the settings it ran with. The sidecars also hold CPU, CUDA, driver, "
+            "package versions, the command and the revision of every model and dataset read.</p>"
+            "<div class=scroll>" + tab.simple_html(["job", "output", "host", "GPU", "wall s", "peak MiB",
+                                                     "commit", "settings hash"], rows) + "</div>")
+
+
 def _provenance_html(prov):
     esc = html.escape
     parts = ["<h2>Provenance</h2>"]
@@ -158,9 +182,14 @@ def _provenance_html(prov):
                  + ".</p>")
     parts.append("<h3>Seeds</h3>" + _kv_table([(k, json.dumps(v) if not isinstance(v, str) else v)
                                                  for k, v in prov.get("seeds", {}).items()]))
-    parts.append("<h3>Hardware</h3>" + _kv_table([(k, json.dumps(v) if isinstance(v, list) else v)
-                                                   for k, v in prov.get("hardware", {}).items()]))
-    parts.append("<h3>Package versions</h3>" + _kv_table(sorted(prov.get("packages", {}).items())))
+    parts.append(_jobs_html(prov.get("jobs", [])))
+    host = prov.get("report_host", {})
+    parts.append("<h3>Report host</h3><p class=caption>The machine and interpreter that built this report "
+                 "(not where the jobs above ran).</p>"
+                 + _kv_table([("hostname", host.get("hostname"))]
+                             + [(k, json.dumps(v) if isinstance(v, list) else v)
+                                for k, v in host.get("hardware", {}).items()]))
+    parts.append("<h3>Package versions (report host)</h3>" + _kv_table(sorted(host.get("packages", {}).items())))
     rows = []
     for role, entry in prov.get("models", {}).items():
         files = entry.get("files") or []
@@ -412,6 +441,7 @@ def main(argv=None) -> int:
     p.add_argument("--eval-summaries", nargs="*", default=[],
                    help="summary.json of the evaluation scoring jobs (which reused another model's outputs)")
     p.add_argument("--preflight", default=None, help="preflight.json: hub commits resolved for each source")
+    p.add_argument("--results-dir", default=None, help="results/{exp}: gather every job's provenance sidecar")
     p.add_argument("--out", required=True)
     p = sub.add_parser("html", help="self-contained HTML report")
     p.add_argument("--tables-dir", required=True)
@@ -459,7 +489,7 @@ def main(argv=None) -> int:
         text = args.config_json
         config = json.loads(Path(text[1:]).read_text() if text.startswith("@") else text)
         with atomic_path(args.out) as tmp:  # keep the config's own key order (write_json sorts keys)
-            prov = collect(config, args.repo, args.data_dir, args.preflight, args.eval_summaries)
+            prov = collect(config, args.repo, args.data_dir, args.preflight, args.eval_summaries, args.results_dir)
             tmp.write_text(json.dumps(prov, indent=2, default=str) + "\n")
     elif args.command == "html":
         write_html(args.tables_dir, args.figures_dir, args.provenance, args.out, args.experiment,
@@ -470,4 +500,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from reset.cli import run_cli
+
+    sys.exit(run_cli(main, sidecar=False))

@@ -96,16 +96,9 @@ def draw_subset(pools: dict, per_pool: int, seed: int):
 
 
 def _read_pool(name, paths):
-    import pandas as pd
+    from reset.io import read_tables
 
-    frames = []
-    for path in paths:
-        frame = _read_parquet(path)
-        missing = {"id", "dataset", "kind", "prompt", "references"} - set(frame.columns)
-        if missing:
-            raise ValueError(f"{path}: pool {name} lacks columns {sorted(missing)}")
-        frames.append(frame)
-    return pd.concat(frames, ignore_index=True)
+    return read_tables(paths, ["id", "dataset", "kind", "prompt", "references"], f"training split of pool {name}")
 
 
 def _read_parquet(path):
@@ -146,15 +139,11 @@ def cmd_sweep(args) -> None:
     import torch
 
     from reset.inference import generate, load_for_inference
-    from reset.io import write_parquet
+    from reset.io import read_table, write_parquet
 
     if not 0 <= args.shard < args.shards:
         raise ValueError(f"--shard {args.shard} is outside 0..{args.shards - 1}")
-    subset = _read_parquet(args.subset)
-    missing = sorted(set(SUBSET_COLUMNS) - set(subset.columns))
-    if missing:
-        raise ValueError(f"{args.subset}: missing column(s) {', '.join(missing)} of a sampling subset "
-                         "(written by `python -m reset.sample subset`)")
+    subset = read_table(args.subset, SUBSET_COLUMNS, "sampling subset (written by `python -m reset.sample subset`)")
     rows = plan_rows(subset, args.rounds, args.temperatures, args.top_ks, args.topk_temperature,
                      base_seed=args.seed, shard=args.shard, shards=args.shards)
     log.info("shard %d/%d: %d candidates from %d examples", args.shard, args.shards, len(rows),
@@ -212,4 +201,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from reset.cli import run_cli
+
+    sys.exit(run_cli(main))

@@ -12,7 +12,7 @@ the same object plus `score`. Metrics:
   summac_zs          SummaC-ZS of the prediction against the context (the question,
                      when non-empty, is prefixed to it); needs --nli-model
 
-Texts are normalised as in SPEC §6 before every comparison but ROUGE-L's.
+Texts are normalised as in docs/metrics.md before every comparison but ROUGE-L's.
 """
 
 from __future__ import annotations
@@ -128,4 +128,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from reset.cli import run_cli
+
+    sys.exit(run_cli(main))

@@ -1,4 +1,4 @@
-"""Result tables from scored evaluation parquets (SPEC §7).
+"""Result tables from scored evaluation parquets (docs/results.md).
 
 Aggregation, in two steps so every number can be recomputed by hand:
 1. per (variant, seed, dataset, metric): the mean over the dataset's rows that
@@ -24,7 +24,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from reset.variants import KIND, TWO_STAGE
+from reset.io import read_table
+from reset.variants import KIND, TRAJECTORY_POINTS, TWO_STAGE
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 METRIC_COLUMNS = {"if": "if_score", "faithfulness": "faithfulness", "task": "task"}
 COVERAGE_COLUMNS = {"unigram_coverage": "unigram_coverage", "bigram_coverage": "bigram_coverage"}
 LENGTH_COLUMNS = {"n_tokens": "n_tokens"}
-# which metrics a dataset of each kind reports (SPEC §6)
+# which metrics a dataset of each kind reports (docs/metrics.md)
 KIND_METRICS = {
     "if": ["if"],
     "extractive_qa": ["faithfulness", "task"],
@@ -71,12 +72,7 @@ def read_eval(root, variants, seeds, datasets, point=None, columns=None):
         for seed in seeds:
             for dataset in datasets:
                 path = eval_path(root, variant, seed, dataset, point)
-                if not path.exists():
-                    raise FileNotFoundError(f"missing evaluation file {path} ({variant}, seed {seed}, {dataset})")
-                frame = pd.read_parquet(path)
-                missing = [c for c in wanted if c not in frame.columns]
-                if missing:
-                    raise ValueError(f"{path}: missing column(s) {', '.join(missing)}")
+                frame = read_table(path, wanted, f"scored evaluation ({variant}, seed {seed}, {dataset})")
                 frame = frame[wanted].copy()
                 frame["variant"], frame["seed"], frame["dataset"] = variant, int(seed), dataset
                 if point:
@@ -182,7 +178,7 @@ def order_rows(frame, variants, datasets, metrics, points=None):
 
 
 def main_results(rows, variants, seen, unseen):
-    """The SPEC §7 table (long): every variant × dataset × metric, plus the macro rows."""
+    """The main table (long, docs/results.md): every variant × dataset × metric, plus the macro rows."""
     seeds = per_seed(rows, METRIC_COLUMNS)
     seeds = add_macros(seeds, seen, unseen)
     summary = summarize(seeds, seen)
@@ -228,7 +224,6 @@ def two_stage_results(summary, seed_frame):
                                       "after", "after_mean", "after_std", "delta", "n_seeds"])
 
 
-TRAJECTORY_POINTS = ["first", "best", "last"]
 # "start": for a second stage, the model it started from (reset.variants.STAGE2_START)
 POINT_ORDER = ["start", *TRAJECTORY_POINTS]
 

@@ -42,7 +42,7 @@ from reset.checkpoints import (
     strip_training_state,
 )
 from reset.digests import compute_model_digest, file_digest, write_model_digest
-from reset.io import atomic_dir, write_json
+from reset.io import atomic_dir, read_table, write_json
 from reset.settings import Training, add_flags
 
 log = logging.getLogger("reset.train")
@@ -59,15 +59,8 @@ def read_pairs(path, max_examples: int | None = None, seed: int = 0):
     With `max_examples`, a subset of that size is drawn with `seed`.
     """
     import numpy as np
-    import pandas as pd
 
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: training/dev data file does not exist")
-    frame = pd.read_parquet(path)
-    missing = [c for c in ("prompt", "references") if c not in frame.columns]
-    if missing:
-        raise ValueError(f"{path}: missing column(s) {missing}; found {list(frame.columns)}")
+    frame = read_table(path, ["prompt", "references"], "training/dev data file")
     pairs, dropped = [], Counter()
     for prompt, refs in zip(frame["prompt"], frame["references"], strict=True):
         problem = _row_problem(prompt, refs)
@@ -630,4 +623,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from reset.cli import run_cli
+
+    sys.exit(run_cli(main))

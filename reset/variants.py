@@ -1,4 +1,4 @@
-"""The model variants of the paper (SPEC §5). Pure data: Snakemake imports it at parse time."""
+"""The model variants of the paper (docs/design.md#variants-resetvariantsvariants). Pure data: Snakemake imports it at parse time."""
 
 from __future__ import annotations
 
@@ -35,6 +35,9 @@ CD_TRAIN = ["nq", "msmarco", "cnn_dailymail"]
 CD_EVAL_ONLY = ["bioasq", "searchqa", "wikisum"]
 DATASETS = IF_TRAIN + IF_EVAL + CD_TRAIN + CD_EVAL_ONLY
 
+# Kinds of the context-dependent (CD) datasets: scored for faithfulness and task, not by the IF judge.
+CONTEXT_KINDS = ("extractive_qa", "abstractive_qa", "summarization")
+
 KIND = {
     **{name: "if" for name in IF_TRAIN + IF_EVAL},
     "nq": "extractive_qa",
@@ -58,5 +61,12 @@ MIXTURES = {
     "mtl": IF_TRAIN + CD_TRAIN,
 }
 
-# The four ReSet sampling pools: the IF mixture counts as one.
-SAMPLING_POOLS = ["if_mix", "nq", "msmarco", "cnn_dailymail"]
+# The four ReSet sampling pools: the IF mixture counts as one, named IF_POOL.
+IF_POOL = "if_mix"
+SAMPLING_POOLS = [IF_POOL, "nq", "msmarco", "cnn_dailymail"]
+
+# The checkpoints of a training job whose evaluations make the trajectory table and figure.
+TRAJECTORY_POINTS = ["first", "best", "last"]
+
+# The unified example schema: the columns of every prepared split (docs/design.md#unified-example-schema).
+EXAMPLE_COLUMNS = ["id", "dataset", "kind", "instruction", "context", "question", "references", "prompt"]

@@ -9,12 +9,14 @@ from snakemake.utils import validate
 from reset.variants import (
     CD_TRAIN,
     DATASETS,
+    IF_POOL,
     KIND,
     MIXTURES,
     SAMPLING_POOLS,
     SPLITS,
     STAGE2_START,
     TRAINED_VARIANTS,
+    TRAJECTORY_POINTS,
     TRAJECTORY_VARIANTS,
     VARIANTS,
 )
@@ -420,7 +422,7 @@ def all_eval_summaries(wildcards=None):
 
 def all_trajectory_scored():
     return [p for variant in TRAJECTORY_VARIANTS for seed in SEEDS
-            for point in ("first", "best", "last") for p in eval_scored(variant, seed, point)]
+            for point in TRAJECTORY_POINTS for p in eval_scored(variant, seed, point)]
 
 
 def eval_generate_args(wildcards):
@@ -576,7 +578,7 @@ CURATED_JUDGE = {"reset": "if", "reset_s": "if_supercharged"}
 
 def sampling_pool_inputs():
     """Train splits of each ReSet pool; the four IF train splits form the pool if_mix (not up-sampled)."""
-    return {pool: [res("data", n, "train.parquet") for n in (MIXTURES["if"] if pool == "if_mix" else [pool])]
+    return {pool: [res("data", n, "train.parquet") for n in (MIXTURES["if"] if pool == IF_POOL else [pool])]
             for pool in SAMPLING_POOLS}
 
 

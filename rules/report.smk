@@ -7,7 +7,8 @@
 #   trajectory_table   scored first/best/last checkpoints (+ a second stage's start) -> tables/trajectory.csv
 #   figures            tables -> figures/{tradeoff,two_stage,lengths}.png
 #   figure_trajectory  tables/trajectory.csv -> figures/trajectory{,_sets,_lengths}.png
-#   provenance         config, git commit, packages, sources + sha256, hardware -> provenance.json
+#   provenance         config, git commit, sources + sha256, every job's provenance sidecar
+#                      (reset/sidecar.py), the report host's packages and hardware -> provenance.json
 #   report             everything above -> report.html (self-contained)
 # Outputs are also wrapped in report() so `snakemake --report report.html` works.
 
@@ -205,6 +206,8 @@ rule provenance:
         tables=res("tables", "main_results.csv"),
         filter_reports=[res("data", name, "filter_report.json") for name in DATASETS],
         eval_summaries=all_eval_summaries,
+        # the trajectory evaluations are the only computing jobs the main table does not wait for
+        trajectory=[res("tables", "trajectory.csv")] if trajectories_enabled() else [],
     output:
         res("provenance.json"),
     params:
@@ -212,6 +215,7 @@ rule provenance:
         # data/{dataset}/filter_report.json -> data
         data_dir=lambda w, input: os.path.dirname(os.path.dirname(input.filter_reports[0])),
         repo=workflow.basedir,
+        results_dir=lambda w, output: os.path.dirname(output[0]),
     localrule: True
     log:
         logs("report", "provenance.log"),
@@ -219,7 +223,8 @@ rule provenance:
         bench("report", "provenance.tsv")
     shell:
         "python -m reset.report provenance {params.config} --data-dir {params.data_dir} --repo {params.repo}"
-        " --eval-summaries {input.eval_summaries} --preflight {input.preflight} --out {output} > {log} 2>&1"
+        " --eval-summaries {input.eval_summaries} --preflight {input.preflight} --results-dir {params.results_dir}"
+        " --out {output} > {log} 2>&1"
 
 
 rule report:

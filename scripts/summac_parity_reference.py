@@ -33,7 +33,7 @@ def main(argv=None):
 
     with open(args.cases, encoding="utf-8") as fh:
         rows = [json.loads(line) for line in fh if line.strip()]
-    # abstractive QA: the question is prefixed to the context (SPEC §6)
+    # abstractive QA: the question is prefixed to the context (docs/metrics.md)
     premises = [f"{r['question']}\n{r['context']}" if r.get("question") else r["context"] for r in rows]
     answers = [r["prediction"] for r in rows]
     scores = scorer.score(premises, answers)["scores"]

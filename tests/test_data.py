@@ -1,4 +1,4 @@
-"""Dataset adapters and filters (SPEC §2): every filter's keep and drop cases."""
+"""Dataset adapters and filters (docs/datasets.md#formats-and-filters): every filter's keep and drop cases."""
 
 import json
 

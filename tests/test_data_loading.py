@@ -241,11 +241,11 @@ def test_cli_failure_leaves_no_outputs(tmp_path, capsys):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"instruction": "a", "response": "b"}\n{"instruction": \n')
     out = tmp_path / "out"
-    assert cli("--dataset", "dolly", "--source", bad, "--out-dir", out) == 1
+    assert cli("--dataset", "dolly", "--source", bad, "--out-dir", out) == 2
     assert "bad.jsonl:2" in capsys.readouterr().err
     assert not out.exists() or not any(out.iterdir())
     empty = write_jsonl(tmp_path / "ctx.jsonl", [{"instruction": "a", "context": "c", "response": "b"}] * 3)
-    assert cli("--dataset", "dolly", "--source", empty, "--out-dir", out) == 1
+    assert cli("--dataset", "dolly", "--source", empty, "--out-dir", out) == 2
     assert "no example left" in capsys.readouterr().err
     assert not out.exists() or not any(out.iterdir())
 

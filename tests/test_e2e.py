@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from e2e_support import EXP, e2e_config_path, failure_report, snakemake
+from e2e_support import EXP, SENTINEL_KEY, e2e_config_path, failure_report, snakemake
 
 from reset.variants import KIND, STAGE2_START, TRAJECTORY_VARIANTS, VARIANTS
 
@@ -179,3 +179,26 @@ def test_tables_are_byte_identical_without_the_evaluation_store(run, tmp_path):
     for name in tables:
         assert (copy / "results" / EXP / "tables" / name).read_bytes() == (results / "tables" / name).read_bytes(), name
 
+
+def test_every_computing_job_leaves_a_sidecar_the_report_gathers(run):
+    _, results, _ = run
+    sidecars = {p.relative_to(results).as_posix(): json.loads(p.read_text())
+                for p in results.rglob("*.provenance.json")}
+    jobs = {side["job"] for side in sidecars.values()}
+    assert {"reset.models prepare", "reset.data prepare", "reset.data mixture", "reset.train", "reset.sample subset",
+            "reset.sample sweep", "reset.judge", "reset.curate score", "reset.curate select",
+            "reset.evaluate generate", "reset.evaluate score"} <= jobs, jobs
+    for variant in VARIANTS:
+        if VARIANTS[variant]["data"]:
+            assert f"models/{variant}/seed1.provenance.json" in sidecars
+    train = sidecars["models/instruct_mtl/seed1.provenance.json"]
+    assert train["settings"]["seed"] == 1 and train["read"]["models"] and train["read"]["datasets"]
+    assert {m.get("source") for m in train["read"]["models"]} != {None}
+    for rel, side in sidecars.items():
+        assert side["wall_seconds"] >= 0 and side["host"]["hostname"] and side["settings_hash"], rel
+        assert SENTINEL_KEY not in json.dumps(side), rel
+    prov = json.loads((results / "provenance.json").read_text())
+    assert {j["sidecar"] for j in prov["jobs"]} == set(sidecars)
+    assert "packages" in prov["report_host"] and "hardware" in prov["report_host"]
+    page = (results / "report.html").read_text()
+    assert "<h3>Jobs</h3>" in page and train["settings_hash"] in page and "Report host" in page

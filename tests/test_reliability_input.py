@@ -105,7 +105,7 @@ def test_other_broken_files_name_file_and_line_from_the_cli(tmp_path, breaker):
     out = tmp_path / "out"
     proc = subprocess.run([sys.executable, "-m", "reset.data", "prepare", "--dataset", "dolly", "--source", str(raw),
                            "--out-dir", str(out)], capture_output=True, text=True, cwd=REPO)
-    assert proc.returncode == 1 and message in proc.stderr, proc.stderr[-2000:]
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr[-2000:]
     assert not out.exists() or list(out.iterdir()) == []
 
 

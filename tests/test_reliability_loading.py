@@ -181,7 +181,7 @@ def test_pickled_source_weights_are_refused_unless_allowed(tiny_llama_dir, tmp_p
                                "--out", str(out), *flags], capture_output=True, text=True, cwd=REPO, env=env())
 
     refused = prepare(tmp_path / "refused")
-    assert refused.returncode == 1 and "holds no .safetensors weights" in refused.stderr, refused.stderr[-2000:]
+    assert refused.returncode == 2 and "holds no .safetensors weights" in refused.stderr, refused.stderr[-2000:]
     assert "allow_pickle_weights: true" in refused.stderr and "Traceback" not in refused.stderr
     assert not (tmp_path / "refused").exists()
     allowed = prepare(tmp_path / "allowed", "--allow-pickle-weights")

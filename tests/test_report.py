@@ -277,7 +277,7 @@ def test_figures_and_html_report(built, tmp_path):
         "data": {"split_seed": 0}, "sampling": {"source_seed": 1},
         "judges": {"if": {"provider": "openai", "model": "gpt-4", "base_url": None},
                    "if_supercharged": {"provider": "local", "model": "embedded:smollm2"},
-                   "nli": {"model": "embedded:smollm2"}},
+                   "nli": {"model": "cross-encoder/nli-deberta-v3-base", "revision": "nli-rev"}},
         "evaluation": {"seen": SEEN, "unseen": UNSEEN},
     }
     prov_path = built / "provenance.json"
@@ -289,7 +289,8 @@ def test_figures_and_html_report(built, tmp_path):
     assert prov["models"]["instruct"]["kind"] == "local"
     assert {f["path"] for f in prov["models"]["instruct"]["files"]} >= {str(raw)}
     assert prov["models"]["judge:if"]["kind"] == "api"
-    assert prov["packages"]["pandas"] == pd.__version__
+    assert prov["report_host"]["packages"]["pandas"] == pd.__version__ and "packages" not in prov
+    assert prov["models"]["nli"]["revision"] == "nli-rev"  # the NLI model's options reach its entry
     assert len(prov["git"]["commit"] or "") == 40
     assert list(prov["config"]) == list(config)  # the config as given, key order kept
 

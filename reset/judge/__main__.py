@@ -2,6 +2,7 @@
 
 import sys
 
+from reset.cli import run_cli
 from reset.judge.cli import main
 
-sys.exit(main())
+sys.exit(run_cli(main))

@@ -11,13 +11,9 @@ def read_items(path) -> list[dict]:
     """Items from JSONL (one {id, question, answer} per line) or parquet with those columns."""
     path = Path(path)
     if path.suffix == ".parquet":
-        import pandas as pd
+        from reset.io import read_table
 
-        frame = pd.read_parquet(path)
-        missing = {"id", "question", "answer"} - set(frame.columns)
-        if missing:
-            raise ValueError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
-        return frame.to_dict("records")
+        return read_table(path, ["id", "question", "answer"], "judge input").to_dict("records")
     from reset.io import read_jsonl
 
     return read_jsonl(path)
