@@ -71,18 +71,6 @@ def _copy_file(src, dst):
 # ---------------------------------------------------------------- generation
 
 
-def read_parquet(path):
-    """A parquet file; a missing or unreadable one is an error naming it."""
-    import pandas as pd
-
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"{path}: no such file")
-    try:
-        return pd.read_parquet(path)
-    except Exception as err:   # pyarrow's errors do not say which file
-        raise ValueError(f"{path}: not a readable parquet file ({type(err).__name__}: {err})") from None
-
-
 def read_eval_sets(paths):
     """Concatenate evaluation parquets, checking the unified schema and unique ids."""
     import pandas as pd
@@ -413,12 +401,7 @@ def main(argv=None) -> int:
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        run(args)
-    except (FileNotFoundError, NotADirectoryError, IsADirectoryError, ValueError) as err:
-        # bad input: one line naming the file, set or key (exit code 2, as argparse's usage errors)
-        print(f"{parser.prog} {args.command}: error: {err}", file=sys.stderr)
-        return 2
+    run(args)
     return 0
 
 

@@ -101,18 +101,6 @@ def _read_pool(name, paths):
     return read_tables(paths, ["id", "dataset", "kind", "prompt", "references"], f"training split of pool {name}")
 
 
-def _read_parquet(path):
-    """A parquet file; a missing or unreadable one is an error naming it."""
-    import pandas as pd
-
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"{path}: no such file")
-    try:
-        return pd.read_parquet(path)
-    except Exception as err:   # pyarrow's errors do not say which file
-        raise ValueError(f"{path}: not a readable parquet file ({type(err).__name__}: {err})") from None
-
-
 # ---------------------------------------------------------------- CLI
 
 
@@ -191,12 +179,7 @@ def main(argv=None) -> int:
     sw.add_argument("--out", required=True, type=Path)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        {"subset": cmd_subset, "sweep": cmd_sweep}[args.command](args)
-    except (FileNotFoundError, NotADirectoryError, IsADirectoryError, ValueError) as err:
-        # bad input: one line naming the file, pool or flag (exit code 2, as argparse's usage errors)
-        print(f"{parser.prog} {args.command}: error: {err}", file=sys.stderr)
-        return 2
+    {"subset": cmd_subset, "sweep": cmd_sweep}[args.command](args)
     return 0
 
 

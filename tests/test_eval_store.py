@@ -154,15 +154,15 @@ def test_a_second_job_with_the_same_key_waits_for_the_first(tmp_path):
 
 @pytest.mark.parametrize("module,args,message", [
     ("reset.evaluate", ["generate", "--model", "no-model", "--data", "missing.parquet", "--max-new-tokens", "4",
-                        "--out", "o.parquet"], "missing.parquet: no such file"),
+                        "--out", "o.parquet"], "missing.parquet does not exist"),
     ("reset.evaluate", ["score", "--generations", "g.parquet", "--datasets", "nq", "--judge-provider", "openai",
                         "--out-dir", "o"], "judges.if.model is required"),
     ("reset.evaluate", ["score", "--generations", "bad.parquet", "--datasets", "nq", "--judge-provider", "local",
-                        "--judge-model", "m", "--out-dir", "o"], "bad.parquet: not a readable parquet file"),
+                        "--judge-model", "m", "--out-dir", "o"], "bad.parquet: cannot read"),
     ("reset.sample", ["sweep", "--subset", "missing.parquet", "--model", "m", "--temperatures", "0.5",
-                      "--top-ks", "5", "--max-new-tokens", "4", "--out", "o.parquet"], "missing.parquet: no such file"),
+                      "--top-ks", "5", "--max-new-tokens", "4", "--out", "o.parquet"], "missing.parquet does not exist"),
     ("reset.sample", ["sweep", "--subset", "bad.parquet", "--model", "m", "--temperatures", "0.5",
-                      "--top-ks", "5", "--max-new-tokens", "4", "--out", "o.parquet"], "not a readable parquet"),
+                      "--top-ks", "5", "--max-new-tokens", "4", "--out", "o.parquet"], "bad.parquet: cannot read"),
 ])
 def test_bad_input_is_one_line_and_exit_code_2(module, args, message, tmp_path):
     (tmp_path / "bad.parquet").write_text("not parquet")
