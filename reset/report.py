@@ -51,6 +51,80 @@ FIGURE_CAPTIONS = {
 }
 
 
+# ---------------------------------------------------------------- ReSet data and seen/unseen notes
+# (the choices behind them: docs/decisions.md, "ReSet sampling, candidate judges and curation"
+# and "Evaluation, tables and report")
+
+
+def seen_unseen_note(seen, unseen):
+    """The seen/unseen assignment of the evaluation sets (config evaluation.seen / unseen), for table captions."""
+    from reset.variants import KIND, SPLITS
+
+    trained = [d for d in seen if "train" in SPLITS.get(d, [])]
+    held_out_if = [d for d in seen if d not in trained and KIND.get(d) == "if"]
+    other = [d for d in seen if d not in trained and d not in held_out_if]
+    parts = []
+    if trained:
+        parts.append(f"{', '.join(trained)} (training split fine-tuned on)")
+    if held_out_if:
+        parts.append(f"{', '.join(held_out_if)} (instruction following: the task of the IF training sets, "
+                     "scored by the judge that ranked ReSet's data; their instructions held out)")
+    if other:
+        parts.append(", ".join(other))
+    return f"Seen sets: {'; '.join(parts) or 'none'}. Unseen sets: {', '.join(unseen) or 'none'}."
+
+
+def read_curation_summaries(paths):
+    """The curate step's summaries ({name}_summary.json), in the order given."""
+    return [json.loads(Path(p).read_text()) for p in paths or []]
+
+
+def reset_data_note(summaries):
+    """How ReSet's curated data was collected (shared or per seed) and what the cut-off policy was."""
+    if not summaries:
+        return ""
+    data = [s.get("data") or {} for s in summaries]
+    modes = {d.get("mode") for d in data}
+    if modes == {"per_seed"}:
+        seeds = sorted({d["source_seed"] for d in data if d.get("source_seed") is not None})
+        text = (f"ReSet data collected per seed: each seed's instruct_mtl (seeds {', '.join(map(str, seeds))}) "
+                "sampled, was judged and curated, and that seed's ReSet variants trained on its own set, so the "
+                "spread over seeds includes the data collection.")
+    elif modes == {"shared"}:
+        source = data[0].get("source_seed")
+        text = (f"ReSet data collected once, from instruct_mtl of seed {source}, and used by every seed's ReSet "
+                "variants: their spread over seeds covers the continued fine-tuning, not the data collection.")
+    else:
+        text = "ReSet data collection mode not recorded."
+    allowed = {s.get("allow_truncated") for s in summaries}
+    if allowed == {False}:
+        text += " Candidates cut off at the generation cap were not ranked."
+    elif True in allowed:
+        text += " Candidates cut off at the generation cap were ranked (curation.allow_truncated)."
+    return text
+
+
+def _curation_html(summaries):
+    """Per curated set and pool: candidates, cut-off ones, examples dropped and why, examples kept."""
+    if not summaries:
+        return ""
+    rows = []
+    for s in summaries:
+        data = s.get("data") or {}
+        where = f"seed {data['source_seed']}" if data.get("source_seed") is not None else "–"
+        for pool, c in s.get("pools", {}).items():
+            rows.append([s["name"], data.get("mode", "–"), where, pool, c.get("examples", "–"),
+                         c.get("candidates", "–"), c.get("cut_off", "–"), c.get("dropped_no_complete", "–"),
+                         c.get("dropped_no_score", "–"), c.get("kept", "–"), c.get("kept_cut_off", "–")])
+    return ("<h2>ReSet curated data</h2><p class=caption>" + html.escape(reset_data_note(summaries))
+            + " Per pool: sampled examples and candidates, candidates cut off at the generation cap, examples "
+            "dropped for having no complete candidate or no scored one, examples kept and how many of those "
+            "end cut off (curated/…/{name}_summary.json).</p><div class=scroll>"
+            + tab.simple_html(["set", "mode", "sampled by", "pool", "examples", "candidates", "cut off",
+                               "dropped: no complete", "dropped: no score", "kept", "kept cut off"], rows)
+            + "</div>")
+
+
 # ---------------------------------------------------------------- tables
 
 
@@ -64,8 +138,10 @@ def _write_csv(frame, path):
         frame.to_csv(tmp, index=False)
 
 
-def write_tables(eval_dir, variants, seeds, seen, unseen, out_dir, experiment=""):
-    """All tables computed from the main evaluation (not the trajectories)."""
+def write_tables(eval_dir, variants, seeds, seen, unseen, out_dir, experiment="", curation=()):
+    """All tables computed from the main evaluation (not the trajectories); curation: summary dicts."""
+    main_caption = " ".join(filter(None, [MAIN_CAPTION, seen_unseen_note(seen, unseen), reset_data_note(curation)]))
+    coverage_caption = f"{COVERAGE_CAPTION} {seen_unseen_note(seen, unseen)}"
     datasets = [*seen, *unseen]
     columns = [*tab.METRIC_COLUMNS.values(), *tab.COVERAGE_COLUMNS.values(), *tab.LENGTH_COLUMNS.values()]
     rows = tab.read_eval(eval_dir, variants, seeds, datasets, columns=columns)
@@ -75,8 +151,8 @@ def write_tables(eval_dir, variants, seeds, seen, unseen, out_dir, experiment=""
     _write_csv(by_seed, out / "main_results_by_seed.csv")
     wide = tab.wide_table(main, variants, seen, unseen, list(tab.METRIC_COLUMNS))
     title = f"Main results{f' ({experiment})' if experiment else ''}"
-    _write_text(f"# {title}\n\n{MAIN_CAPTION}\n\n" + tab.to_markdown(wide), out / "main_results.md")
-    _write_text(tab.to_latex(wide, tab.latex_escape(MAIN_CAPTION), "tab:main_results"), out / "main_results.tex")
+    _write_text(f"# {title}\n\n{main_caption}\n\n" + tab.to_markdown(wide), out / "main_results.md")
+    _write_text(tab.to_latex(wide, tab.latex_escape(main_caption), "tab:main_results"), out / "main_results.tex")
 
     stages = tab.two_stage_results(main, by_seed)
     _write_csv(stages, out / "two_stage.csv")
@@ -89,9 +165,9 @@ def write_tables(eval_dir, variants, seeds, seen, unseen, out_dir, experiment=""
     coverage = tab.coverage_results(rows, variants, seen, unseen)
     _write_csv(coverage, out / "coverage.csv")
     wide = tab.wide_table(coverage, variants, seen, unseen, list(tab.COVERAGE_COLUMNS), macros=False)
-    _write_text(f"# N-gram coverage (extractive QA)\n\n{COVERAGE_CAPTION}\n\n" + tab.to_markdown(wide),
+    _write_text(f"# N-gram coverage (extractive QA)\n\n{coverage_caption}\n\n" + tab.to_markdown(wide),
                 out / "coverage.md")
-    _write_text(tab.to_latex(wide, tab.latex_escape(COVERAGE_CAPTION), "tab:coverage"), out / "coverage.tex")
+    _write_text(tab.to_latex(wide, tab.latex_escape(coverage_caption), "tab:coverage"), out / "coverage.tex")
 
     _write_csv(tab.length_results(rows, variants, seen, unseen), out / "lengths.csv")
     log.info("tables: %d rows in main_results.csv from %d evaluation rows", len(main), len(rows))
@@ -201,7 +277,7 @@ def _trajectory_html(traj):
                             "generated tokens"], rows)
 
 
-def write_html(tables_dir, figures_dir, provenance, out, experiment, trajectory=True):
+def write_html(tables_dir, figures_dir, provenance, out, experiment, trajectory=True, curation=()):
     import pandas as pd
 
     tables_dir, figures_dir = Path(tables_dir), Path(figures_dir)
@@ -217,7 +293,8 @@ def write_html(tables_dir, figures_dir, provenance, out, experiment, trajectory=
             "Faithfulness in Language Models” (ReSet). Every number below is recomputable from "
             f"<code>results/{html.escape(experiment)}/eval/</code> (see tables/main_results_by_seed.csv).</p>",
             "<h2>Main results</h2>",
-            f"<p class=caption><b>Table 1.</b> {html.escape(MAIN_CAPTION)}</p>",
+            f"<p class=caption><b>Table 1.</b> {html.escape(MAIN_CAPTION)} {html.escape(seen_unseen_note(seen, unseen))} "
+            f"{html.escape(reset_data_note(curation))}</p>",
             "<div class=scroll>" + tab.to_html(tab.wide_table(main, variants, seen, unseen,
                                                               list(tab.METRIC_COLUMNS))) + "</div>"]
     number = 1
@@ -236,9 +313,11 @@ def write_html(tables_dir, figures_dir, provenance, out, experiment, trajectory=
     body += ["<h2>Generation length</h2>",
              _figure_html(figures_dir / "lengths.png", FIGURE_CAPTIONS["lengths"], number),
              "<h2>Appendix: n-gram coverage</h2>",
-             f"<p class=caption><b>Table {4 if trajectory else 3}.</b> {html.escape(COVERAGE_CAPTION)}</p>",
+             f"<p class=caption><b>Table {4 if trajectory else 3}.</b> {html.escape(COVERAGE_CAPTION)} "
+             f"{html.escape(seen_unseen_note(seen, unseen))}</p>",
              "<div class=scroll>" + tab.to_html(tab.wide_table(coverage, variants, seen, unseen,
                                                                list(tab.COVERAGE_COLUMNS), macros=False)) + "</div>",
+             _curation_html(curation),
              _provenance_html(prov)]
     page = ("<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8>"
             f"<title>ReSet results: {html.escape(experiment)}</title><style>{CSS}</style></head><body>\n"
@@ -312,6 +391,8 @@ def main(argv=None) -> int:
     _eval_args(p)
     p.add_argument("--out-dir", required=True)
     p.add_argument("--experiment", default="")
+    p.add_argument("--curation-summaries", nargs="*", default=[],
+                   help="curated/.../{name}_summary.json: the captions state how ReSet's data was collected")
     p = sub.add_parser("trajectory", help="table of the first/best/last checkpoint evaluations")
     _eval_args(p)
     p.add_argument("--out", required=True, help="CSV path (tables/trajectory.csv)")
@@ -334,6 +415,8 @@ def main(argv=None) -> int:
     p.add_argument("--provenance", required=True)
     p.add_argument("--experiment", required=True)
     p.add_argument("--no-trajectory", action="store_true", help="the run evaluated no checkpoint trajectories")
+    p.add_argument("--curation-summaries", nargs="*", default=[],
+                   help="curated/.../{name}_summary.json: the ReSet data section and caption")
     p.add_argument("--out", required=True)
     p = sub.add_parser("show", help="print the main table and where the report is")
     p.add_argument("results_dir", help="results/{experiment}")
@@ -342,7 +425,8 @@ def main(argv=None) -> int:
 
     if args.command == "tables":
         _check_variants(args.variants)
-        write_tables(args.eval_dir, args.variants, args.seeds, args.seen, args.unseen, args.out_dir, args.experiment)
+        write_tables(args.eval_dir, args.variants, args.seeds, args.seen, args.unseen, args.out_dir, args.experiment,
+                     read_curation_summaries(args.curation_summaries))
     elif args.command == "trajectory":
         _check_variants(args.variants)
         write_trajectory_table(args.eval_dir, args.variants, args.seeds, args.seen, args.unseen, args.out)
@@ -361,7 +445,7 @@ def main(argv=None) -> int:
             tmp.write_text(json.dumps(collect(config, args.repo, args.data_dir), indent=2, default=str) + "\n")
     elif args.command == "html":
         write_html(args.tables_dir, args.figures_dir, args.provenance, args.out, args.experiment,
-                   trajectory=not args.no_trajectory)
+                   trajectory=not args.no_trajectory, curation=read_curation_summaries(args.curation_summaries))
     else:
         return show(args.results_dir)
     return 0

@@ -92,12 +92,8 @@ def source_slug(source):
     return _slug(source)
 
 
-def model_source_for_role(role):
-    return config["models"][role]["source"]
-
-
 def pretrained_dir(source):
-    return res("models", "pretrained", source_slug(source))
+    return res(policy.pretrained_dir(source))
 
 
 def trusts_remote_code(source):
