@@ -22,7 +22,7 @@ Subcommands:
           out of the ranking, never counted as 0. An example left with no
           complete candidate, or with no scored one, is dropped; the summary
           counts both, per pool, and records how the data was collected
-          (--data-mode, --source-seed, --seeds).
+          (--data-mode, --source-seed).
 """
 
 from __future__ import annotations
@@ -350,7 +350,7 @@ def cmd_select(args) -> None:
     excluded = ranked["excluded"].dropna()
     summary = {
         "name": args.name, "rounds": args.rounds, "if_weight": args.if_weight, "per_pool": args.per_pool,
-        "data": {"mode": args.data_mode, "source_seed": args.source_seed, "seeds": args.seeds},
+        "data": {"mode": args.data_mode, "source_seed": args.source_seed},
         "allow_truncated": args.allow_truncated,
         "candidates": len(ranked), "examples": int(ranked["id"].nunique()), "curated": len(curated),
         "cut_off_candidates": int(is_cut_off(ranked).sum()), "curated_cut_off": int(is_cut_off(kept).sum()),
@@ -416,8 +416,6 @@ def main(argv=None) -> int:
                     help="recorded in the summary: one collection for all seeds, or one per seed (sampling.per_seed)")
     se.add_argument("--source-seed", type=int, default=None,
                     help="recorded in the summary: seed of the instruct_mtl checkpoint that sampled the candidates")
-    se.add_argument("--seeds", type=int, nargs="+", default=None,
-                    help="recorded in the summary: the seeds whose ReSet variants train on this set")
     se.add_argument("--out", required=True, type=Path, help="curated parquet (unified schema)")
     se.add_argument("--candidates-out", required=True, type=Path, help="every candidate with scores and `chosen`")
     se.add_argument("--summary", required=True, type=Path)

@@ -219,11 +219,11 @@ def allow_truncated(config: dict) -> bool:
 
 
 def data_mode(config: dict, seed) -> dict:
-    """Where a curated set's data came from and which seeds train on it (recorded in its summary).
+    """Where a curated set's data came from (recorded in its summary).
 
-    mode: "shared" or "per_seed"; source_seed: the seed of the instruct_mtl checkpoint
-    that sampled it; seeds: the seeds whose ReSet variants train on it.
+    mode: "shared" (every seed trains on it) or "per_seed" (only seed source_seed does);
+    source_seed: the seed of the instruct_mtl checkpoint that sampled it. The list of
+    seeds is left out on purpose: adding a seed must not re-run a shared curation.
     """
-    source = int(sampling_model_seed(config, seed))
-    return {"mode": "per_seed" if per_seed(config) else "shared", "source_seed": source,
-            "seeds": [source] if per_seed(config) else [int(s) for s in config["seeds"]]}
+    return {"mode": "per_seed" if per_seed(config) else "shared",
+            "source_seed": int(sampling_model_seed(config, seed))}

@@ -547,7 +547,7 @@ def curate_args(wildcards):
         "--name": wildcards.curated, "--if-weight": cur["if_weight"],
         "--rounds": made["rounds"], "--per-pool": made["per_pool"],
         "--allow-truncated": policy.allow_truncated(config),
-        "--data-mode": mode["mode"], "--source-seed": mode["source_seed"], "--seeds": mode["seeds"],
+        "--data-mode": mode["mode"], "--source-seed": mode["source_seed"],
     })
 
 

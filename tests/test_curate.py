@@ -325,14 +325,14 @@ def test_cut_off_candidates_are_not_judged_ranked_or_curated_and_are_counted(sco
 
     if_scores = scores / "if.parquet"
     curated, cands, summary = _select(scored_run, "reset", 1, 2, if_scores, "cut", shards,
-                                      ["--data-mode", "per_seed", "--source-seed", "2", "--seeds", "2"])
+                                      ["--data-mode", "per_seed", "--source-seed", "2"])
     assert (curated["finish_reason"] == "eos").all() and summary["curated_cut_off"] == 0
     assert "oasst1-2" not in set(curated["id"])
     assert "An apple is a fruit." not in {r[0] for r in curated["references"]}
     assert list(curated.set_index("id").loc["nq-3", "references"]) != ["Paris"]
     pd.testing.assert_series_equal(cands["chosen"], recompute_chosen(cands, IF_WEIGHT), check_names=False)
     assert summary["allow_truncated"] is False
-    assert summary["data"] == {"mode": "per_seed", "source_seed": 2, "seeds": [2]}
+    assert summary["data"] == {"mode": "per_seed", "source_seed": 2}
     assert summary["cut_off_candidates"] == 7 + 3 + 3  # "Paris" is three of nq-3's seven
     assert summary["excluded_by_reason"]["cut off at max_new_tokens"] == 13
     assert summary["dropped_by_reason"] == {"no complete candidate": 1, "no scored candidate": 0}
@@ -350,7 +350,7 @@ def test_cut_off_candidates_are_not_judged_ranked_or_curated_and_are_counted(sco
     assert summary_a["allow_truncated"] is True and summary_a["dropped_examples"] == 0
     assert list(curated_a["references"].map(list)) == list(baseline["references"].map(list))
     assert summary_a["curated_cut_off"] == int((curated_a["finish_reason"] == "length").sum())
-    assert summary_a["data"] == {"mode": "shared", "source_seed": None, "seeds": None}
+    assert summary_a["data"] == {"mode": "shared", "source_seed": None}
     pd.testing.assert_series_equal(cands_a["chosen"], recompute_chosen(cands_a, IF_WEIGHT, True), check_names=False)
 
 

@@ -90,7 +90,7 @@ def test_shared_collection_samples_once_from_the_source_seed(config):
     assert policy.curated_targets(config) == ["curated/reset.parquet", "curated/reset_summary.json",
                                               "curated/reset_s.parquet", "curated/reset_s_summary.json"]
     assert policy.judge_items_paths(config, "if") == ["scores/candidates/if_items.parquet"]
-    assert policy.data_mode(config, 3) == {"mode": "shared", "source_seed": 2, "seeds": [1, 2, 3]}
+    assert policy.data_mode(config, 3) == {"mode": "shared", "source_seed": 2}
 
 
 def test_per_seed_collection_has_one_set_per_seed(config):
@@ -107,7 +107,7 @@ def test_per_seed_collection_has_one_set_per_seed(config):
     # one cost estimate over every seed's items
     assert policy.judge_items_paths(seeded, "if_supercharged") == [
         f"scores/candidates/seed{n}/if_supercharged_items.parquet" for n in (1, 2, 3)]
-    assert policy.data_mode(seeded, "3") == {"mode": "per_seed", "source_seed": 3, "seeds": [3]}
+    assert policy.data_mode(seeded, "3") == {"mode": "per_seed", "source_seed": 3}
     with pytest.raises(ValueError, match="unknown curated set"):
         policy.curated_path(seeded, "reset_x", 1)
 

@@ -263,15 +263,15 @@ def test_show_and_cli_help(built, capsys):
     assert help_text.returncode == 0 and "provenance" in help_text.stdout
 
 
-def _curation_summary(name, mode, source_seed, seeds, allow_truncated=False):
+def _curation_summary(name, mode, source_seed, allow_truncated=False):
     pools = {pool: {"examples": 4, "candidates": 28, "cut_off": 9, "dropped_no_complete": 1, "dropped_no_score": 0,
                     "ranked": 3, "kept": 3, "kept_cut_off": 0} for pool in ("if_mix", "nq")}
-    return {"name": name, "data": {"mode": mode, "source_seed": source_seed, "seeds": seeds},
+    return {"name": name, "data": {"mode": mode, "source_seed": source_seed},
             "allow_truncated": allow_truncated, "pools": pools}
 
 
 def test_captions_state_seen_unseen_and_how_the_reset_data_was_collected(built, tmp_path):
-    shared = [_curation_summary(n, "shared", 1, SEEDS) for n in ("reset", "reset_s")]
+    shared = [_curation_summary(n, "shared", 1) for n in ("reset", "reset_s")]
     report.write_tables(built / "eval", list(VARIANTS), SEEDS, SEEN, UNSEEN, tmp_path / "tables", "x", shared)
     md = (tmp_path / "tables" / "main_results.md").read_text()
     assert "Seen sets: nq, msmarco, cnn_dailymail (training split fine-tuned on); alpaca_eval, vicuna_eval, " \
@@ -281,7 +281,7 @@ def test_captions_state_seen_unseen_and_how_the_reset_data_was_collected(built, 
     assert "Unseen sets: bioasq" in (tmp_path / "tables" / "coverage.tex").read_text()
     assert "ReSet data collected once" in (tmp_path / "tables" / "main_results.tex").read_text()
 
-    seeded = [_curation_summary(n, "per_seed", s, [s], True) for s in SEEDS for n in ("reset", "reset_s")]
+    seeded = [_curation_summary(n, "per_seed", s, True) for s in SEEDS for n in ("reset", "reset_s")]
     note = report.reset_data_note(seeded)
     assert note.startswith("ReSet data collected per seed") and "seeds 1, 2" in note and "were ranked" in note
     assert report.reset_data_note([{"name": "reset", "pools": {}}]).startswith("ReSet data collection mode not recorded")
