@@ -1,4 +1,4 @@
-"""Sampling sweep: `reset.sample.generate` against one `model.generate` call per candidate.
+"""Sampling sweep: `reset.inference.generate` against one `model.generate` call per candidate.
 
 Both sides sample the ReSet decoding sweep (SPEC §5: per example one round of
 7 settings, temperature 0.1..0.7 or top-k 5..100 at temperature 1.0, the
@@ -126,7 +126,7 @@ def _as_list(value):
 
 def greedy_match(model, tokenizer, prompt: str, max_new_tokens: int) -> bool:
     """Our greedy decoding and Hugging Face's give the same text for `prompt`."""
-    from reset.sample import generate
+    from reset.inference import generate
 
     ours = generate(model, tokenizer, [prompt], [{"do_sample": False}], [0], max_new_tokens, 1)[0]["text"]
     inputs = tokenizer(prompt, return_tensors="pt").to(model.device)
@@ -143,8 +143,8 @@ def _sync(model):
 
 
 def measure(model, tokenizer, rows, max_new_tokens: int, repeats: int, batch_size: int) -> dict:
-    """Tokens/s of reset.sample.generate and of the naive loop on `rows`, repeats interleaved."""
-    from reset.sample import generate
+    """Tokens/s of reset.inference.generate and of the naive loop on `rows`, repeats interleaved."""
+    from reset.inference import generate
 
     model.generation_config.top_p = None   # the sweep varies temperature and top-k only
     tokens = {"ours": [], "naive": []}

@@ -16,6 +16,11 @@ Trajectory points: `generate` and `score` take `--points points.json --point fir
 --reuse ...`; when that checkpoint is the best one (same training step, so the same
 weights), the main evaluation's generations / scores are copied instead of recomputed.
 
+Evaluation store (`--store DIR`, reset.eval_store): `generate` and `score` first look up their
+key (model digest + data + settings; generation bytes + settings); a model evaluated before
+under another name gets its outputs copied in seconds, and new outputs are published there.
+RESET_EVAL_STORE=0 in the environment turns the store off (the outputs are the same).
+
 Rows are assigned to shards round-robin in input order, so shards are balanced across
 sets and the assignment depends only on the input files and the shard count.
 """
@@ -26,8 +31,10 @@ import argparse
 import json
 import logging
 import math
+import os
 import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -62,13 +69,25 @@ def _copy_file(src, dst):
 # ---------------------------------------------------------------- generation
 
 
+def read_parquet(path):
+    """A parquet file; a missing or unreadable one is an error naming it."""
+    import pandas as pd
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    try:
+        return pd.read_parquet(path)
+    except Exception as err:   # pyarrow's errors do not say which file
+        raise ValueError(f"{path}: not a readable parquet file ({type(err).__name__}: {err})") from None
+
+
 def read_eval_sets(paths):
     """Concatenate evaluation parquets, checking the unified schema and unique ids."""
     import pandas as pd
 
     frames = []
     for path in paths:
-        frame = pd.read_parquet(path)
+        frame = read_parquet(path)
         missing = [c for c in REQUIRED if c not in frame.columns]
         if missing:
             raise ValueError(f"{path}: missing column(s) {', '.join(missing)} of the unified example schema")
@@ -92,17 +111,13 @@ def generate_shard(model_dir, data_paths, shard, shards, max_new_tokens, batch_s
                    trust_remote_code=False):
     """Greedy generations for one shard of the evaluation rows."""
     import pandas as pd
-    import torch
 
-    from reset.models import load_causal_lm, load_tokenizer
-    from reset.sample import generate
+    from reset.inference import generate, load_for_inference
 
     rows = shard_rows(read_eval_sets(data_paths), shard, shards)
     log.info("shard %d/%d: %d rows from %d evaluation sets", shard, shards, len(rows), len(data_paths))
     if len(rows):
-        device = "cuda" if torch.cuda.is_available() else None
-        model = load_causal_lm(model_dir, trust_remote_code=trust_remote_code, device=device)
-        tokenizer = load_tokenizer(model_dir, trust_remote_code=trust_remote_code)
+        model, tokenizer, _ = load_for_inference(model_dir, trust_remote_code=trust_remote_code)
         start = time.time()
         outputs = generate(model, tokenizer, rows["prompt"].tolist(), [GREEDY] * len(rows), [0] * len(rows),
                            max_new_tokens, batch_size)
@@ -127,7 +142,7 @@ def read_generations(paths):
 
     frames = []
     for path in paths:
-        frame = pd.read_parquet(path)
+        frame = read_parquet(path)
         missing = [c for c in REQUIRED + GENERATED if c not in frame.columns]
         if missing:
             raise ValueError(f"{path}: missing column(s) {', '.join(missing)}")
@@ -212,7 +227,7 @@ def if_scores(rows, judge_cfg, judge_model_dir, cache_path, max_usd=None, trust_
 
 
 def score_generations(generation_paths, datasets, out_dir, judge_cfg, judge_model_dir, judge_cache,
-                      nli_cfg, max_usd=None, summary_path=None, judge_trust_remote_code=False):
+                      nli_cfg, max_usd=None, summary_path=None, judge_trust_remote_code=False, extra=None):
     """Score every generation and write one parquet per evaluation set (+ a JSON summary).
 
     nli_cfg may hold trust_remote_code; judge_trust_remote_code is the local judge's (both
@@ -252,7 +267,7 @@ def score_generations(generation_paths, datasets, out_dir, judge_cfg, judge_mode
         write_parquet(frame, Path(out_dir) / f"{dataset}.parquet")
         per_dataset[dataset] = _dataset_summary(frame)
     summary = {"rows": len(rows), "datasets": per_dataset, "if_judge": judge_summary,
-               "seconds": {k: round(v, 2) for k, v in timings.items()}}
+               "seconds": {k: round(v, 2) for k, v in timings.items()}, **(extra or {})}
     if summary_path:
         write_json(summary, summary_path)
     return rows, summary
@@ -279,12 +294,84 @@ def copy_scored(src_dir, datasets, out_dir):
         _copy_file(src, Path(out_dir) / f"{dataset}.parquet")
 
 
+# ---------------------------------------------------------------- evaluation store
+
+
+def store_enabled(store_dir) -> bool:
+    """The store is used when a directory is given and RESET_EVAL_STORE is not 0/off/false."""
+    return bool(store_dir) and os.environ.get("RESET_EVAL_STORE", "1").strip().lower() not in ("0", "off", "false")
+
+
+def generate_with_store(store_dir, model_dir, data_paths, shard, shards, max_new_tokens, batch_size, out,
+                        trust_remote_code=False) -> bool:
+    """Generate one shard, or copy it from the store when the same model was evaluated so; True if reused."""
+    from reset.eval_store import Store, copy_out, generation_key
+
+    settings = {"shard": shard, "shards": shards, "max_new_tokens": max_new_tokens, "batch_size": batch_size}
+    key, inputs = generation_key(model_dir, data_paths, settings)
+    store = Store(store_dir)
+    with store.claim("generate", key):
+        hit = store.lookup("generate", key)
+        if hit:
+            copy_out(Path(hit["dir"]) / "shard.parquet", out)
+            log.info("reused: %s is the same model (digest %s) as the one generated for %s; copied %s (no generation)",
+                     model_dir, inputs["model"][:16], hit["produced_for"], hit["dir"])
+            return True
+        log.info("evaluation store: no entry for key %s (model digest %s); generating", key[:16], inputs["model"][:16])
+        generate_shard(model_dir, data_paths, shard, shards, max_new_tokens, batch_size, out, trust_remote_code)
+        store.publish("generate", key, {"shard.parquet": out}, inputs, str(out))
+    return False
+
+
+def score_with_store(store_dir, generation_paths, datasets, out_dir, judge_cfg, judge_model_dir, judge_cache,
+                     nli_cfg, max_usd=None, summary_path=None, judge_trust_remote_code=False) -> dict:
+    """Score, or copy the scores of the same generations from the store; returns the summary."""
+    from reset.eval_store import Store, copy_out, score_key
+
+    nli_settings = {k: nli_cfg.get(k) for k in ("backend", "ent_idx", "con_idx", "max_length", "max_chunks",
+                                                  "batch_size")}
+    settings = {"datasets": list(datasets), "judge": judge_cfg, "nli": nli_settings}
+    local_judge = judge_model_dir if judge_cfg.get("provider") == "local" else None
+    key, inputs = score_key(generation_paths, settings, {"judge": local_judge, "nli": nli_cfg.get("model_dir")})
+    store = Store(store_dir)
+    with store.claim("score", key):
+        hit = store.lookup("score", key)
+        if hit:
+            for dataset in datasets:
+                copy_out(Path(hit["dir"]) / f"{dataset}.parquet", Path(out_dir) / f"{dataset}.parquet")
+            summary = json.loads((Path(hit["dir"]) / "summary.json").read_text())
+            summary["store"] = {"key": key, "reused": True, "produced_for": hit["produced_for"],
+                                "entry": hit["dir"]}
+            if summary_path:
+                write_json(summary, summary_path)
+            log.info("reused: generations identical to those scored for %s; copied the scores from %s (no scoring)",
+                     hit["produced_for"], hit["dir"])
+            return summary
+        log.info("evaluation store: no entry for key %s; scoring", key[:16])
+        _, summary = score_generations(generation_paths, datasets, out_dir, judge_cfg, judge_model_dir,
+                                       judge_cache, nli_cfg, max_usd, summary_path, judge_trust_remote_code,
+                                       extra={"store": {"key": key, "reused": False}})
+        files = {f"{dataset}.parquet": Path(out_dir) / f"{dataset}.parquet" for dataset in datasets}
+        with tempfile.TemporaryDirectory() as tmp:
+            files["summary.json"] = Path(tmp) / "summary.json"
+            write_json(summary, files["summary.json"])
+            store.publish("score", key, files, inputs, str(out_dir))
+    return summary
+
+
 # ---------------------------------------------------------------- CLI
 
 
 def _json_arg(text):
     """A JSON object given inline or as @file."""
-    return json.loads(Path(text[1:]).read_text() if text.startswith("@") else text)
+    source = text[1:] if text.startswith("@") else "--judge-config"
+    try:
+        value = json.loads(Path(text[1:]).read_text() if text.startswith("@") else text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{source}: not valid JSON ({err})") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{source}: expected a JSON object, got {type(value).__name__}")
+    return value
 
 
 def _reuse_args(parser, what):
@@ -298,11 +385,15 @@ def _reused(args) -> int | None:
     if not (args.points or args.point or args.reuse):
         return None
     if not (args.points and args.point and args.reuse):
-        raise SystemExit("error: --points, --point and --reuse go together")
+        raise ValueError("--points, --point and --reuse go together")
     step = same_as_best(args.points, args.point)
     if step is not None:
         log.info("the %s checkpoint is the best one (step %d): reusing %s", args.point, step, args.reuse)
     return step
+
+
+STORE_HELP = ("evaluation store directory (reset.eval_store): reuse the outputs of a model with the same "
+              "digest, publish new ones; RESET_EVAL_STORE=0 in the environment turns it off")
 
 
 def main(argv=None) -> int:
@@ -320,6 +411,7 @@ def main(argv=None) -> int:
     p.add_argument("--trust-remote-code", action="store_true",
                    help="let the model's own Python code run (only for a model you trust)")
     p.add_argument("--out", required=True, help="generations parquet of this shard")
+    p.add_argument("--store", default=None, help=STORE_HELP)
     _reuse_args(p, "the best checkpoint's generations of this shard")
 
     p = sub.add_parser("score", help="score the generations of one model, one parquet per evaluation set")
@@ -342,6 +434,7 @@ def main(argv=None) -> int:
     p.add_argument("--nli-batch-size", type=int, default=32)
     p.add_argument("--nli-trust-remote-code", action="store_true",
                    help="let the NLI model's own Python code run (only for a model you trust)")
+    p.add_argument("--store", default=None, help=STORE_HELP)
     _reuse_args(p, "directory of the best checkpoint's scored parquets")
 
     p = sub.add_parser("copy", help="copy scored parquets of the given sets to another directory")
@@ -351,12 +444,25 @@ def main(argv=None) -> int:
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        run(args)
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError, ValueError) as err:
+        # bad input: one line naming the file, set or key (exit code 2, as argparse's usage errors)
+        print(f"{parser.prog} {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def run(args) -> None:
     if args.command == "generate":
         if _reused(args) is not None:
             _copy_file(args.reuse, args.out)
-            return 0
-        generate_shard(args.model, args.data, args.shard, args.shards, args.max_new_tokens, args.batch_size,
-                       args.out, args.trust_remote_code)
+        elif store_enabled(args.store):
+            generate_with_store(args.store, args.model, args.data, args.shard, args.shards, args.max_new_tokens,
+                                args.batch_size, args.out, args.trust_remote_code)
+        else:
+            generate_shard(args.model, args.data, args.shard, args.shards, args.max_new_tokens, args.batch_size,
+                           args.out, args.trust_remote_code)
     elif args.command == "score":
         step = _reused(args)
         if step is not None:
@@ -364,18 +470,23 @@ def main(argv=None) -> int:
             if args.summary:
                 best = json.loads((Path(args.reuse) / "summary.json").read_text())
                 write_json({**best, "reused_from": str(args.reuse), "step": step}, args.summary)
-            return 0
+            return
         nli_cfg = {"backend": args.nli_backend, "model_dir": args.nli_model_dir, "ent_idx": args.nli_ent_idx,
                    "con_idx": args.nli_con_idx, "max_length": args.nli_max_length,
                    "max_chunks": args.nli_max_chunks, "batch_size": args.nli_batch_size,
                    "trust_remote_code": args.nli_trust_remote_code}
-        _, summary = score_generations(args.generations, args.datasets, args.out_dir, _json_arg(args.judge_config),
+        judge_cfg = _json_arg(args.judge_config)
+        if store_enabled(args.store):
+            summary = score_with_store(args.store, args.generations, args.datasets, args.out_dir, judge_cfg,
                                        args.judge_model_dir, args.judge_cache, nli_cfg, args.max_usd, args.summary,
                                        args.judge_trust_remote_code)
+        else:
+            _, summary = score_generations(args.generations, args.datasets, args.out_dir, judge_cfg,
+                                           args.judge_model_dir, args.judge_cache, nli_cfg, args.max_usd,
+                                           args.summary, args.judge_trust_remote_code)
         log.info("summary: %s", json.dumps(summary["datasets"], sort_keys=True))
     else:
         copy_scored(args.src_dir, args.datasets, args.out_dir)
-    return 0
 
 
 if __name__ == "__main__":

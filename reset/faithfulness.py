@@ -122,11 +122,9 @@ def split_sentences(text: str) -> tuple[str, ...]:
 
 
 def _device(device=None):
-    import torch
+    from reset.inference import pick_device
 
-    if device is not None:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return pick_device(device)
 
 
 class NLI:
@@ -270,7 +268,7 @@ class LMNLI(NLI):
         self.max_length = max_length
         self._prefix, self._suffix, self._special = self._frame()
         self.label_ids = self._label_token_ids()
-        self._shared = None   # reset.models.SharedPrefix of the ids all prompts start with
+        self._shared = None   # reset.inference.SharedPrefix of the ids all prompts start with
 
     def _frame(self):
         """Prompt text before and after the question, rendered once (chat template if any)."""
@@ -322,7 +320,7 @@ class LMNLI(NLI):
         the tokenizer may merge them with the premise's first word.
         """
         if self._shared is None:
-            from reset.models import SharedPrefix
+            from reset.inference import SharedPrefix
 
             head = self._prefix + self.QUESTION.split("{premise}")[0]
             ids = self.tokenizer(head, add_special_tokens=self._special)["input_ids"][:-2]

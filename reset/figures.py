@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 
 from reset.io import atomic_path
+from reset.tables import trajectory_points
 from reset.variants import KIND, TWO_STAGE
 
 FAMILY = {
@@ -21,7 +22,8 @@ MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">"]
 LINESTYLES = ["-", "--", ":", "-."]
 KIND_LABELS = {"if": "instruction following", "extractive_qa": "extractive QA",
                "abstractive_qa": "abstractive QA", "summarization": "summarization"}
-POINT_LABELS = {"first": "first", "best": "best (lowest dev loss)", "last": "last"}
+METRIC_TITLES = {"if": "IF score", "faithfulness": "faithfulness", "task": "task score"}
+METRIC_COLOURS = {"if": "#1f77b4", "faithfulness": "#2ca02c", "task": "#ff7f0e"}
 
 
 def _pyplot():
@@ -163,27 +165,43 @@ def two_stage(stages, path, experiment=""):
     _save(fig, path)
 
 
+POINT_AXIS = ["first kept\n(stage 2: its start)", "best\n(lowest dev loss)", "last"]
+
+
+def _present_points(traj):
+    return set(zip(traj["variant"], traj["point"], strict=True))
+
+
+def _trajectory_line(ax, traj, variant, i, dataset, metric, present, label=None, colour=None):
+    """One job's three points (start or first, best, last) on x = 0, 1, 2; returns the lowest bar end."""
+    points = trajectory_points(variant, present)
+    cells = [_cell(traj, variant=variant, point=p, dataset=dataset, metric=metric) for p in points]
+    means = [c[0] for c in cells]
+    if all(math.isnan(m) for m in means):
+        return []
+    # distinct dashes and shrinking markers keep overlapping lines visible
+    ax.errorbar(range(len(points)), means, yerr=[_err(c[1]) for c in cells], marker=MARKERS[i % len(MARKERS)],
+                markersize=9 - 2 * (i % 3), linestyle=LINESTYLES[i % len(LINESTYLES)], capsize=3,
+                label=label or variant, color=colour or _colour(variant))
+    return [m - _err(c[1]) for m, c in zip(means, cells, strict=True)]
+
+
 def trajectory(traj, path, experiment=""):
-    """IF score, faithfulness and generation length at the first / best / last checkpoints."""
+    """IF score, faithfulness and generation length (macro averages) along each two-stage job.
+
+    A second stage starts at the model it was trained from (point "start"), as the paper draws it.
+    """
     plt = _pyplot()
     panels = [("if", "IF score (macro, IF sets)"), ("faithfulness", "faithfulness (macro, context sets)"),
               ("n_tokens", "generated tokens (mean, all sets)")]
-    points = ["first", "best", "last"]
-    fig, axes = plt.subplots(1, len(panels), figsize=(15, 4.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(16, 4.8), squeeze=False)
     variants = list(dict.fromkeys(traj["variant"]))
+    present = _present_points(traj)
     for ax, (metric, label) in zip(axes[0], panels, strict=True):
         lowest = []
         for i, variant in enumerate(variants):
-            cells = [_cell(traj, variant=variant, point=p, dataset="macro_all", metric=metric) for p in points]
-            means = [c[0] for c in cells]
-            if all(math.isnan(m) for m in means):
-                continue
-            # distinct dashes and shrinking markers keep overlapping lines visible
-            ax.errorbar(range(len(points)), means, yerr=[_err(c[1]) for c in cells], marker=MARKERS[i % len(MARKERS)],
-                        markersize=9 - 2 * (i % 3), linestyle=LINESTYLES[i % len(LINESTYLES)], capsize=3,
-                        label=variant, color=_colour(variant))
-            lowest += [m - _err(c[1]) for m, c in zip(means, cells, strict=True)]
-        ax.set_xticks(range(len(points)), [POINT_LABELS[p] for p in points])
+            lowest += _trajectory_line(ax, traj, variant, i, "macro_all", metric, present)
+        ax.set_xticks(range(3), POINT_AXIS, fontsize=7)
         ax.set_xlabel("checkpoint of the training job")
         ax.set_ylabel(label)
         if metric != "n_tokens":
@@ -192,6 +210,69 @@ def trajectory(traj, path, experiment=""):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(f"Checkpoint trajectories (mean over seeds, bars = std){_suffix(experiment)}")
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def trajectory_sets(traj, path, experiment=""):
+    """Per-set panels (the paper's appendix figures): one row per job, one column per evaluation set,
+    IF score on IF sets, faithfulness and task score on context-dependent sets."""
+    plt = _pyplot()
+    variants = list(dict.fromkeys(traj["variant"]))
+    order = {k: i for i, k in enumerate(KIND_LABELS)}
+    datasets = sorted((d for d in dict.fromkeys(traj["dataset"]) if not d.startswith("macro_")),
+                      key=lambda d: order[KIND[d]])
+    present = _present_points(traj)
+    fig, axes = plt.subplots(len(variants), len(datasets), figsize=(2.4 * len(datasets), 2.7 * len(variants)),
+                             squeeze=False, sharey=True)
+    styles = {"if": 0, "faithfulness": 1, "task": 2}
+    lowest = []
+    for row, variant in zip(axes, variants, strict=True):
+        for ax, dataset in zip(row, datasets, strict=True):
+            metrics = ["if"] if KIND[dataset] == "if" else ["faithfulness", "task"]
+            for metric in metrics:
+                lowest += _trajectory_line(ax, traj, variant, styles[metric], dataset, metric, present,
+                                           label=METRIC_TITLES[metric], colour=METRIC_COLOURS[metric])
+            ax.set_title(f"{dataset} ({KIND_LABELS[KIND[dataset]]})", fontsize=8)
+            ax.set_xticks(range(3), ["start" if (variant, "start") in present else "first", "best", "last"],
+                          fontsize=7)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=6, loc="lower left")
+        row[0].set_ylabel(f"{variant}\nscore", fontsize=9)
+    axes[0][0].set_ylim(_floor(lowest), 1.05)
+    fig.suptitle(f"Checkpoint trajectories per evaluation set (mean over seeds, bars = std){_suffix(experiment)}")
+    fig.tight_layout()
+    _save(fig, path)
+
+
+LENGTH_GROUPS = {"IF sets": ("if",), "extractive QA": ("extractive_qa",),
+                 "abstractive QA and summarisation": ("abstractive_qa", "summarization")}
+
+
+def trajectory_lengths(traj, path, experiment=""):
+    """Mean generated tokens along each job, split by task kind (the paper's length figures)."""
+    plt = _pyplot()
+    variants = list(dict.fromkeys(traj["variant"]))
+    present = _present_points(traj)
+    frame = traj[(traj["metric"] == "n_tokens") & ~traj["dataset"].str.startswith("macro_")].copy()
+    frame["kind"] = frame["dataset"].map(KIND)
+    fig, axes = plt.subplots(1, len(variants), figsize=(5.2 * len(variants), 4.4), squeeze=False, sharey=True)
+    for ax, variant in zip(axes[0], variants, strict=True):
+        points = trajectory_points(variant, present)
+        for i, (group, kinds) in enumerate(LENGTH_GROUPS.items()):
+            sub = frame[(frame["variant"] == variant) & frame["kind"].isin(kinds)]
+            if sub.empty:
+                continue
+            # the mean over the group's sets of each set's mean over seeds
+            means = [sub[sub["point"] == p]["mean"].mean() for p in points]
+            ax.plot(range(len(points)), means, marker=MARKERS[i], linestyle=LINESTYLES[i], label=group)
+        ax.set_xticks(range(3), POINT_AXIS, fontsize=7)
+        ax.set_title(variant)
+        ax.set_xlabel("checkpoint of the training job")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[0][0].set_ylabel("generated tokens per answer (mean over sets and seeds)")
+    fig.suptitle(f"Generation length along the trajectories, by task kind{_suffix(experiment)}")
     fig.tight_layout()
     _save(fig, path)
 
@@ -222,3 +303,37 @@ def lengths(length_table, path, experiment=""):
 
 def _suffix(experiment):
     return f" — {experiment}" if experiment else ""
+
+
+VERDICT_COLOURS = {"reproduced": "#1b9e77", "contradicted": "#d95f02", "inconclusive": "#7570b3"}
+CLAIMED_LABELS = {"b > a": "claimed > 0", "b < a": "claimed < 0"}
+
+
+def forest(claims, path, margin, experiment=""):
+    """One line per claim (tables/claims.csv): effect b − a and its 95 % interval, zero marked."""
+    plt = _pyplot()
+    rows = list(claims.itertuples())
+    fig, ax = plt.subplots(figsize=(9, 0.45 * len(rows) + 1.8))
+    for y, r in enumerate(reversed(rows)):
+        colour = VERDICT_COLOURS.get(r.verdict, "black")
+        if not math.isnan(r.ci_low):
+            ax.plot([r.ci_low, r.ci_high], [y, y], color=colour, linewidth=2.5, solid_capstyle="butt")
+        if not math.isnan(r.effect):
+            ax.plot([r.effect], [y], "o", color=colour, markersize=7)
+        else:
+            ax.annotate("not tested", (0, y), textcoords="offset points", xytext=(6, -3), fontsize=8, color="grey")
+        if str(r.claimed).startswith("b − a >"):
+            ax.plot([-margin, -margin], [y - 0.3, y + 0.3], linestyle="--", color="black", linewidth=1)
+    claimed = [CLAIMED_LABELS.get(r.claimed, "similar or better") for r in reversed(rows)]
+    ax.set_yticks(range(len(rows)), [f"{r.claim}  ({c})" for r, c in zip(reversed(rows), claimed, strict=True)],
+                  fontsize=8)
+    ax.axvline(0, color="black", linewidth=1)
+    for verdict, colour in VERDICT_COLOURS.items():
+        ax.plot([], [], "o-", color=colour, label=verdict)
+    ax.set_xlabel("effect b − a on the macro average (mean over seeds), 95 % paired bootstrap interval")
+    ax.set_ylim(-0.8, len(rows) - 0.2)
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="verdict")
+    ax.set_title(f"Reproduction verdicts{_suffix(experiment)}")
+    fig.tight_layout()
+    _save(fig, path)

@@ -564,12 +564,10 @@ class LocalJudge(Judge):
         super().__init__(cfg, cache_path)
         import torch
 
-        from reset.models import load_causal_lm, load_tokenizer
+        from reset.inference import load_for_inference
 
         self.torch = torch
-        self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.model = load_causal_lm(model_dir, device=self.device, trust_remote_code=trust_remote_code)
-        self.tokenizer = load_tokenizer(model_dir, padding_side="left", trust_remote_code=trust_remote_code)
+        self.model, self.tokenizer, self.device = load_for_inference(model_dir, trust_remote_code=trust_remote_code)
         self.stats.update({"truncated": 0, "rating_mass": 0.0})
         self.continuations = {k: tuple(self.tokenizer(f" {k}", add_special_tokens=False).input_ids)
                               for k in range(1, 11)}
@@ -675,7 +673,7 @@ class LocalJudge(Judge):
     def _shared_prefix(self):
         """Token ids every judge prompt starts with (chat frame and system prompt), as a KV cache."""
         if self.shared is None:
-            from reset.models import SharedPrefix
+            from reset.inference import SharedPrefix
 
             marker = "\x00QUESTION\x00"
             head = self._chat_text(marker, "").split(marker)[0]

@@ -2,7 +2,8 @@
 
 Every model the pipeline uses is first written as a local Hugging Face directory
 (safetensors + tokenizer) by `prepare_model`; everything downstream loads from
-such a directory with `load_causal_lm`, which refuses pickled weights.
+such a directory with `load_causal_lm`, which refuses pickled weights. The
+directory's content digest (reset.digests) is written beside the weights.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import re
 import sys
 from pathlib import Path
 
+from reset.digests import write_model_digest
 from reset.io import atomic_dir
 
 log = logging.getLogger(__name__)
@@ -92,6 +94,7 @@ def prepare_model(source: str, out_dir, trust_remote_code: bool = False,
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         (tmp / "SOURCE").write_text(source + "\n")
+        write_model_digest(tmp)   # once, here: evaluation reuse reads it instead of hashing the weights
 
 
 def _check_safetensors(model_dir: Path, hint: str = "convert them with `python -m reset.models prepare`") -> None:
@@ -136,76 +139,6 @@ def load_tokenizer(model_dir, padding_side: str = "left", trust_remote_code: boo
     return tokenizer
 
 
-class SharedPrefix:
-    """Last-position logits of many prompts that mostly start with the same token ids (a
-    judge's or NLI's fixed instructions): the shared ids run through the model once, as a
-    KV cache, and each prompt that starts with them runs only its own tail on top of it.
-    Prompts that do not (a truncated one) run whole; both give the same logits.
-    """
-
-    def __init__(self, model, shared_ids, device="cpu"):
-        self.model, self.ids, self.device = model, list(shared_ids), device
-        self._cache = None
-
-    def covers(self, ids, keep: int = 1) -> bool:
-        """Whether `ids` starts with the shared ids and its tail holds the `keep` last positions."""
-        n = len(self.ids)
-        return n > 0 and len(ids) - n >= keep and list(ids[:n]) == self.ids
-
-    def last_logits(self, rows, pad_id: int, keep: int = 1):
-        """Logits [len(rows), keep, vocab] at the last `keep` positions of each prompt in `rows`."""
-        tails = [i for i, ids in enumerate(rows) if self.covers(ids, keep)]
-        if len(tails) == len(rows):
-            return self._tail_logits(rows, pad_id, keep)
-        whole = [i for i in range(len(rows)) if i not in set(tails)]
-        out = self.whole_logits([rows[i] for i in whole], pad_id, keep)
-        if not tails:
-            return out
-        part = self._tail_logits([rows[i] for i in tails], pad_id, keep)
-        logits = out.new_empty((len(rows), *out.shape[1:]))
-        logits[whole], logits[tails] = out, part
-        return logits
-
-    def whole_logits(self, rows, pad_id: int, keep: int = 1):
-        """The same logits without the cache: every prompt runs whole, left-padded."""
-        import torch
-
-        width = max(len(r) for r in rows)
-        input_ids = torch.tensor([[pad_id] * (width - len(r)) + list(r) for r in rows], device=self.device)
-        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=self.device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        return self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
-                          logits_to_keep=keep).logits[:, -keep:, :]
-
-    def _tail_logits(self, rows, pad_id: int, keep: int):
-        import copy
-
-        import torch
-
-        n = len(self.ids)
-        if self._cache is None:
-            self._cache = self.model(input_ids=torch.tensor([self.ids], device=self.device),
-                                     use_cache=True).past_key_values
-        cache = copy.deepcopy(self._cache)
-        cache.batch_repeat_interleave(len(rows))
-        tails = [list(r[n:]) for r in rows]
-        width = max(len(t) for t in tails)
-        input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-        for i, tail in enumerate(tails):   # right padding: a pad after the tail changes nothing before it
-            input_ids[i, :len(tail)] = torch.tensor(tail, dtype=torch.long)
-        lengths = torch.tensor([len(t) for t in tails])
-        mask = (torch.arange(width)[None, :] < lengths[:, None]).long()
-        attention = torch.cat([torch.ones((len(rows), n), dtype=torch.long), mask], dim=1)
-        positions = (n + torch.arange(width)).expand(len(rows), width)
-        wanted = lengths[:, None] - keep + torch.arange(keep)[None, :]
-        needed = torch.unique(wanted)   # sorted: only these positions get logits
-        out = self.model(input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device),
-                         position_ids=positions.to(self.device), past_key_values=cache, use_cache=True,
-                         logits_to_keep=needed.to(self.device))
-        columns = torch.searchsorted(needed, wanted).to(self.device)
-        return out.logits[torch.arange(len(rows), device=self.device)[:, None], columns]
-
-
 def build_tiny_llama(out_dir, tokenizer_dir, seed: int = 0, hidden_size: int = 32,
                      num_layers: int = 2, num_heads: int = 4, num_kv_heads: int = 2,
                      intermediate_size: int = 64, max_positions: int = 2048) -> None:
@@ -227,6 +160,7 @@ def build_tiny_llama(out_dir, tokenizer_dir, seed: int = 0, hidden_size: int = 3
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         (tmp / "SOURCE").write_text(f"tiny-llama seed={seed} tokenizer={tokenizer_dir}\n")
+        write_model_digest(tmp)
 
 
 def main(argv=None) -> int:

@@ -136,7 +136,17 @@ def filter_reports(data_dir, datasets) -> dict:
     return out
 
 
-def collect(config: dict, repo=".", data_dir=None) -> dict:
+def evaluation_store(summaries) -> dict:
+    """Per evaluation (its directory): the store key and whether its outputs were another model's (reset.eval_store)."""
+    out = {}
+    for path in summaries:
+        store = json.loads(Path(path).read_text()).get("store")
+        if store:
+            out[str(Path(path).parent)] = store
+    return out
+
+
+def collect(config: dict, repo=".", data_dir=None, eval_summaries=()) -> dict:
     """Everything the report's provenance section shows."""
     models = {role: model_source(config["models"][role]["source"], config["models"][role])
               for role in ("base", "instruct")}
@@ -154,6 +164,7 @@ def collect(config: dict, repo=".", data_dir=None) -> dict:
         "models": models,
         "datasets": {name: dataset_source(name, spec) for name, spec in config["datasets"].items()},
         "filter_reports": filter_reports(data_dir, config["datasets"]) if data_dir else {},
+        "evaluation_store": evaluation_store(eval_summaries),
         "seeds": {
             "training": config["seeds"],
             "data.split_seed": config["data"]["split_seed"],

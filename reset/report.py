@@ -3,8 +3,11 @@
 Subcommands (every path explicit; Snakemake calls them from rules/report.smk):
   tables       scored eval parquets -> tables/main_results.{csv,md,tex}, main_results_by_seed.csv,
                two_stage.{csv,md,tex}, coverage.{csv,md,tex}, lengths.csv
-  trajectory   scored first/best/last checkpoint parquets -> tables/trajectory.csv
-  figures      tables -> figures/tradeoff.png, two_stage.png, lengths.png (+ trajectory.png)
+  trajectory   scored first/best/last checkpoint parquets (+ a second stage's start) -> tables/trajectory.csv
+  examples     seeded example generations of every variant side by side -> tables/examples.csv
+  figures      tables -> figures/tradeoff.png, two_stage.png, lengths.png
+  figure-trajectory  tables/trajectory.csv -> figures/trajectory{,_sets,_lengths}.png
+  figure-claims      tables/claims.csv (python -m reset.claims) -> figures/claims_forest.png
   provenance   config, git commit, package versions, sources with sha256, seeds, hardware -> JSON
   html         tables + figures + provenance -> report.html (figures embedded, no external files)
   show         print the main table of results/{experiment} and where its report is
@@ -20,35 +23,19 @@ import logging
 import sys
 from pathlib import Path
 
+from reset import captions
 from reset import figures as figs
 from reset import tables as tab
 from reset.io import atomic_path
-from reset.variants import VARIANTS
+from reset.settings import Report, add_flags, from_args
+from reset.variants import STAGE2_START, VARIANTS
 
 log = logging.getLogger(__name__)
 
-MAIN_CAPTION = (
-    "IF score (instruction-following sets), faithfulness and task score (context-dependent sets) of every "
-    "variant; unseen sets in italics. Per seed, each cell is the mean over the set's examples; the table shows "
-    "mean ± sample std over seeds (no ± with one seed). Macro columns average the sets that carry the metric, "
-    "per seed, then over seeds. Best mean per column in bold."
-)
-TWO_STAGE_CAPTION = (
-    "Two-stage paradigm: macro-averaged scores before and after the second fine-tuning stage "
-    "(CDIF: base → context-dependent → instruction following; IFCD: instruct model → context-dependent)."
-)
-COVERAGE_CAPTION = (
-    "Unigram and bigram coverage (share of the answer's normalised n-grams found in the passages) on the "
-    "extractive QA sets; mean ± std over seeds."
-)
-FIGURE_CAPTIONS = {
-    "tradeoff": "Trade-off between instruction following and faithfulness: each point is a variant (macro "
-                "averages, mean over seeds, bars = std). The star marks the ideal corner.",
-    "two_stage": "Before/after bars of the two-stage paradigm: the second stage's effect on each capability.",
-    "trajectory": "Scores and generation length at the first, best (lowest dev loss) and last kept checkpoints "
-                  "of the two-stage training jobs.",
-    "lengths": "Mean number of generated tokens per answer, per variant and task kind (greedy decoding).",
-}
+# Captions: one source, report/*.rst (reset.captions), shared with Snakemake's report.
+FIGURES = {"claims_forest": "claims_forest.png", "tradeoff": "tradeoff.png", "two_stage": "two_stage.png",
+           "trajectory": "trajectory.png", "trajectory_sets": "trajectory_sets.png",
+           "trajectory_lengths": "trajectory_lengths.png", "lengths": "lengths.png"}
 
 
 # ---------------------------------------------------------------- ReSet data and seen/unseen notes
@@ -117,9 +104,7 @@ def _curation_html(summaries):
                          c.get("candidates", "–"), c.get("cut_off", "–"), c.get("dropped_no_complete", "–"),
                          c.get("dropped_no_score", "–"), c.get("kept", "–"), c.get("kept_cut_off", "–")])
     return ("<h2>ReSet curated data</h2><p class=caption>" + html.escape(reset_data_note(summaries))
-            + " Per pool: sampled examples and candidates, candidates cut off at the generation cap, examples "
-            "dropped for having no complete candidate or no scored one, examples kept and how many of those "
-            "end cut off (curated/…/{name}_summary.json).</p><div class=scroll>"
+            + " " + captions.html("curation") + "</p><div class=scroll>"
             + tab.simple_html(["set", "mode", "sampled by", "pool", "examples", "candidates", "cut off",
                                "dropped: no complete", "dropped: no score", "kept", "kept cut off"], rows)
             + "</div>")
@@ -140,8 +125,9 @@ def _write_csv(frame, path):
 
 def write_tables(eval_dir, variants, seeds, seen, unseen, out_dir, experiment="", curation=()):
     """All tables computed from the main evaluation (not the trajectories); curation: summary dicts."""
-    main_caption = " ".join(filter(None, [MAIN_CAPTION, seen_unseen_note(seen, unseen), reset_data_note(curation)]))
-    coverage_caption = f"{COVERAGE_CAPTION} {seen_unseen_note(seen, unseen)}"
+    # the fixed caption (report/*.rst) plus what this run decided: the seen/unseen sets, the ReSet data collection
+    main_notes = " ".join(filter(None, [seen_unseen_note(seen, unseen), reset_data_note(curation)]))
+    coverage_notes = seen_unseen_note(seen, unseen)
     datasets = [*seen, *unseen]
     columns = [*tab.METRIC_COLUMNS.values(), *tab.COVERAGE_COLUMNS.values(), *tab.LENGTH_COLUMNS.values()]
     rows = tab.read_eval(eval_dir, variants, seeds, datasets, columns=columns)
@@ -151,36 +137,47 @@ def write_tables(eval_dir, variants, seeds, seen, unseen, out_dir, experiment=""
     _write_csv(by_seed, out / "main_results_by_seed.csv")
     wide = tab.wide_table(main, variants, seen, unseen, list(tab.METRIC_COLUMNS))
     title = f"Main results{f' ({experiment})' if experiment else ''}"
-    _write_text(f"# {title}\n\n{main_caption}\n\n" + tab.to_markdown(wide), out / "main_results.md")
-    _write_text(tab.to_latex(wide, tab.latex_escape(main_caption), "tab:main_results"), out / "main_results.tex")
+    _write_text(f"# {title}\n\n{captions.text('main_results')} {main_notes}\n\n" + tab.to_markdown(wide),
+                out / "main_results.md")
+    _write_text(tab.to_latex(wide, f"{captions.latex('main_results')} {tab.latex_escape(main_notes)}",
+                             "tab:main_results"), out / "main_results.tex")
 
     stages = tab.two_stage_results(main, by_seed)
     _write_csv(stages, out / "two_stage.csv")
     rows2 = tab.two_stage_rows(stages)
-    _write_text(f"# Two-stage paradigm\n\n{TWO_STAGE_CAPTION}\n\n" + tab.simple_markdown(tab.TWO_STAGE_HEADER, rows2),
-                out / "two_stage.md")
-    _write_text(tab.simple_latex(tab.TWO_STAGE_HEADER, rows2, tab.latex_escape(TWO_STAGE_CAPTION), "tab:two_stage"),
+    _write_text(f"# Two-stage paradigm\n\n{captions.text('two_stage_table')}\n\n"
+                + tab.simple_markdown(tab.TWO_STAGE_HEADER, rows2), out / "two_stage.md")
+    _write_text(tab.simple_latex(tab.TWO_STAGE_HEADER, rows2, captions.latex("two_stage_table"), "tab:two_stage"),
                 out / "two_stage.tex")
 
     coverage = tab.coverage_results(rows, variants, seen, unseen)
     _write_csv(coverage, out / "coverage.csv")
     wide = tab.wide_table(coverage, variants, seen, unseen, list(tab.COVERAGE_COLUMNS), macros=False)
-    _write_text(f"# N-gram coverage (extractive QA)\n\n{coverage_caption}\n\n" + tab.to_markdown(wide),
-                out / "coverage.md")
-    _write_text(tab.to_latex(wide, tab.latex_escape(coverage_caption), "tab:coverage"), out / "coverage.tex")
+    _write_text(f"# N-gram coverage (extractive QA)\n\n{captions.text('coverage')} {coverage_notes}\n\n"
+                + tab.to_markdown(wide), out / "coverage.md")
+    _write_text(tab.to_latex(wide, f"{captions.latex('coverage')} {tab.latex_escape(coverage_notes)}",
+                             "tab:coverage"), out / "coverage.tex")
 
     _write_csv(tab.length_results(rows, variants, seen, unseen), out / "lengths.csv")
     log.info("tables: %d rows in main_results.csv from %d evaluation rows", len(main), len(rows))
     return main
 
 
-def write_trajectory_table(eval_dir, variants, seeds, seen, unseen, out):
+def write_trajectory_table(eval_dir, variants, seeds, seen, unseen, out, start_eval_dir=None):
+    """tables/trajectory.csv; with start_eval_dir (the main evaluation) a second stage also gets
+    the point "start": the main evaluation of the variant it was trained from (STAGE2_START)."""
     import pandas as pd
 
     columns = [*tab.METRIC_COLUMNS.values(), *tab.LENGTH_COLUMNS.values()]
-    rows = pd.concat([tab.read_eval(eval_dir, variants, seeds, [*seen, *unseen], point=p, columns=columns)
-                      for p in tab.TRAJECTORY_POINTS], ignore_index=True)
-    frame = tab.trajectory_results(rows, variants, seen, unseen)
+    datasets = [*seen, *unseen]
+    frames = [tab.read_eval(eval_dir, variants, seeds, datasets, point=p, columns=columns)
+              for p in tab.TRAJECTORY_POINTS]
+    if start_eval_dir is not None:
+        for variant in variants:
+            if variant in STAGE2_START:
+                frame = tab.read_eval(start_eval_dir, [STAGE2_START[variant]], seeds, datasets, columns=columns)
+                frames.append(frame.assign(variant=variant, point="start"))
+    frame = tab.trajectory_results(pd.concat(frames, ignore_index=True), variants, seen, unseen)
     _write_csv(frame, out)
     return frame
 
@@ -209,13 +206,17 @@ table.results th,table.results td{border:1px solid #ccc;padding:.25em .5em;text-
 table.results thead th{background:#f2f2f2} table.results tbody th{text-align:left;background:#fafafa}
 .scroll{overflow-x:auto} figure{margin:1em 0 2em} figure img{max-width:100%;border:1px solid #ddd}
 pre{background:#f7f7f7;padding:.8em;overflow-x:auto;font-size:.8em} code{font-size:.9em}
+table.claims td:last-child{white-space:normal;text-align:left;min-width:24em}
+table.examples td{white-space:pre-wrap;text-align:left;max-width:60em} .example{margin:0 0 1.5em}
+.example p{white-space:pre-wrap}
 """
 
 
-def _figure_html(path, caption, number):
+def _figure_html(path, name, number):
+    """An embedded PNG with its caption report/{name}.rst."""
     data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
-    return (f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{data}">'
-            f"<figcaption class=caption><b>Figure {number}.</b> {html.escape(caption)}</figcaption></figure>")
+    return (f'<figure><img alt="{html.escape(captions.text(name))}" src="data:image/png;base64,{data}">'
+            f"<figcaption class=caption><b>Figure {number}.</b> {captions.html(name)}</figcaption></figure>")
 
 
 def _kv_table(pairs):
@@ -277,50 +278,109 @@ def _trajectory_html(traj):
                             "generated tokens"], rows)
 
 
+def why_inconclusive(claims_frame):
+    """One paragraph on the inconclusive verdicts: how wide their intervals are against their effects."""
+    import math
+
+    import numpy as np
+
+    tested = claims_frame[claims_frame["ci_low"].notna()]
+    open_rows = tested[tested["verdict"] == "inconclusive"]
+    if open_rows.empty:
+        return ""
+    widths = (open_rows["ci_high"] - open_rows["ci_low"]).to_numpy()
+    effects = open_rows["effect"].abs().to_numpy()
+    examples = int(np.median(open_rows["n_examples"]))
+    seeds = int(open_rows["n_seeds"].max())
+    text = (f"{len(open_rows)} of {len(tested)} tested claims are inconclusive because their 95 % intervals are "
+            f"wide: a median {np.median(widths):.3f} against a median effect of {np.median(effects):.3f} "
+            f"(from about {examples} examples per comparison and {seeds} seed{'s' if seeds != 1 else ''}). "
+            "Intervals narrow roughly as one over the square root of the number of examples, so more evaluation "
+            "examples (data.eval_cap_if, data.eval_cap_context) and more seeds are what would settle them")
+    # the half-width shrinks as 1/sqrt(n): it falls below the median effect at (half-width / effect)^2 times n
+    ratio = np.median(widths) / 2 / max(np.median(effects), 1e-9)
+    if math.isfinite(ratio) and ratio > 1:
+        text += (f"; at this spread an effect of the median size would need about {math.ceil(ratio ** 2)}× the "
+                 "examples for its interval to exclude 0")
+    return text + "."
+
+
+def _claims_html(claims_frame):
+    from reset import claims as cl
+
+    colours = {"reproduced": "#d9f2e6", "contradicted": "#fde0cf", "inconclusive": "#e8e6f3"}
+    rows = cl.display_rows(claims_frame)
+    table = tab.simple_html(cl.DISPLAY_HEADER, rows).replace('<table class="results">', '<table class="results claims">')
+    for verdict, colour in colours.items():
+        table = table.replace(f"<td>{verdict}</td>", f'<td style="background:{colour}"><b>{verdict}</b></td>')
+    return table
+
+
 def write_html(tables_dir, figures_dir, provenance, out, experiment, trajectory=True, curation=()):
     import pandas as pd
+
+    from reset import claims as cl
+    from reset import examples as ex
 
     tables_dir, figures_dir = Path(tables_dir), Path(figures_dir)
     prov = json.loads(Path(provenance).read_text())
     config = prov.get("config", {})
     seen, unseen = config["evaluation"]["seen"], config["evaluation"]["unseen"]
+    settings = config.get("report", {})
     variants = list(VARIANTS)
     main = pd.read_csv(tables_dir / "main_results.csv")
     coverage = pd.read_csv(tables_dir / "coverage.csv")
     stages = pd.read_csv(tables_dir / "two_stage.csv")
-    body = [f"<h1>ReSet pipeline — results of experiment <code>{html.escape(experiment)}</code></h1>",
+    claims_frame = pd.read_csv(tables_dir / "claims.csv")
+    numbers = {"table": 0, "figure": 0}
+
+    def table(name, content, extra=""):
+        numbers["table"] += 1
+        return (f"<p class=caption><b>Table {numbers['table']}.</b> {captions.html(name)}{extra}</p>"
+                f"<div class=scroll>{content}</div>")
+
+    def figure(name):
+        numbers["figure"] += 1
+        return _figure_html(figures_dir / FIGURES[name], name, numbers["figure"])
+
+    esc = html.escape
+    body = [f"<h1>ReSet pipeline — results of experiment <code>{esc(experiment)}</code></h1>",
             "<p class=caption>Reproduction of “Dancing in Chains: Reconciling Instruction Following and "
             "Faithfulness in Language Models” (ReSet). Every number below is recomputable from "
-            f"<code>results/{html.escape(experiment)}/eval/</code> (see tables/main_results_by_seed.csv).</p>",
+            f"<code>results/{esc(experiment)}/eval/</code> (see tables/main_results_by_seed.csv and, for the "
+            "verdicts, the procedure in docs/results.md).</p>",
+            "<h2>Reproduction verdicts</h2>",
+            f"<p><b>{esc(cl.summary_sentence(claims_frame))}</b> {esc(why_inconclusive(claims_frame))}</p>",
+            table("claims", _claims_html(claims_frame),
+                  esc(f" Bootstrap: {settings.get('bootstrap_resamples', '?')} resamples, seed "
+                      f"{settings.get('seed', '?')}; similarity margin {settings.get('similarity_margin', '?')}.")),
+            figure("claims_forest"),
             "<h2>Main results</h2>",
-            f"<p class=caption><b>Table 1.</b> {html.escape(MAIN_CAPTION)} {html.escape(seen_unseen_note(seen, unseen))} "
-            f"{html.escape(reset_data_note(curation))}</p>",
-            "<div class=scroll>" + tab.to_html(tab.wide_table(main, variants, seen, unseen,
-                                                              list(tab.METRIC_COLUMNS))) + "</div>"]
-    number = 1
-    body.append(_figure_html(figures_dir / "tradeoff.png", FIGURE_CAPTIONS["tradeoff"], number))
-    body += ["<h2>Two-stage paradigm</h2>", f"<p class=caption><b>Table 2.</b> {html.escape(TWO_STAGE_CAPTION)}</p>",
-             tab.simple_html(tab.TWO_STAGE_HEADER, tab.two_stage_rows(stages))]
-    number += 1
-    body.append(_figure_html(figures_dir / "two_stage.png", FIGURE_CAPTIONS["two_stage"], number))
+            table("main_results", tab.to_html(tab.wide_table(main, variants, seen, unseen, list(tab.METRIC_COLUMNS))),
+                  esc(" ".join(filter(None, ["", seen_unseen_note(seen, unseen), reset_data_note(curation)])))),
+            figure("tradeoff"),
+            "<h2>Two-stage paradigm</h2>",
+            table("two_stage_table", tab.simple_html(tab.TWO_STAGE_HEADER, tab.two_stage_rows(stages))),
+            figure("two_stage")]
     if trajectory:
-        number += 1
-        body += ["<h2>Checkpoint trajectories</h2>",
-                 _figure_html(figures_dir / "trajectory.png", FIGURE_CAPTIONS["trajectory"], number),
-                 "<p class=caption><b>Table 3.</b> Macro averages at each checkpoint (mean ± std over seeds).</p>",
-                 _trajectory_html(pd.read_csv(tables_dir / "trajectory.csv"))]
-    number += 1
-    body += ["<h2>Generation length</h2>",
-             _figure_html(figures_dir / "lengths.png", FIGURE_CAPTIONS["lengths"], number),
+        body += ["<h2>Checkpoint trajectories</h2>", figure("trajectory"), figure("trajectory_sets"),
+                 figure("trajectory_lengths"),
+                 table("trajectory_table", _trajectory_html(pd.read_csv(tables_dir / "trajectory.csv")),
+                       " Shown here: the macro averages over all sets; tables/trajectory.csv has every set.")]
+    body += ["<h2>Generation length</h2>", figure("lengths"),
+             "<h2>Example generations</h2>",
+             f"<p class=caption>{captions.html('examples')} All of them, untruncated: "
+             "<code>tables/examples.csv</code>.</p>",
+             ex.to_html(pd.read_csv(tables_dir / "examples.csv", keep_default_na=False,
+                                    na_values={c: [""] for c in ex.SCORE_COLUMNS.values()})),
              "<h2>Appendix: n-gram coverage</h2>",
-             f"<p class=caption><b>Table {4 if trajectory else 3}.</b> {html.escape(COVERAGE_CAPTION)} "
-             f"{html.escape(seen_unseen_note(seen, unseen))}</p>",
-             "<div class=scroll>" + tab.to_html(tab.wide_table(coverage, variants, seen, unseen,
-                                                               list(tab.COVERAGE_COLUMNS), macros=False)) + "</div>",
+             table("coverage", tab.to_html(tab.wide_table(coverage, variants, seen, unseen, list(tab.COVERAGE_COLUMNS),
+                                                          macros=False)),
+                  esc(f" {seen_unseen_note(seen, unseen)}")),
              _curation_html(curation),
              _provenance_html(prov)]
     page = ("<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8>"
-            f"<title>ReSet results: {html.escape(experiment)}</title><style>{CSS}</style></head><body>\n"
+            f"<title>ReSet results: {esc(experiment)}</title><style>{CSS}</style></head><body>\n"
             + "\n".join(body) + "\n</body></html>\n")
     _write_text(page, out)
 
@@ -355,6 +415,16 @@ def show(results_dir, stream=None) -> int:
         print(f"\n{tab.METRIC_NAMES[metric]}  (* = unseen set)", file=stream)
         for line in [header, ["-" * w for w in widths], *rows]:
             print("  ".join(str(x).ljust(w) for x, w in zip(line, widths, strict=True)).rstrip(), file=stream)
+    claims_path = results_dir / "tables" / "claims.csv"
+    if claims_path.exists():
+        from reset import claims as cl
+
+        frame = pd.read_csv(claims_path)
+        print(f"\nReproduction verdicts: {cl.summary_sentence(frame)}", file=stream)
+        for r in frame.itertuples():
+            ci = "" if r.ci_low != r.ci_low else f" [{r.ci_low:+.3f}, {r.ci_high:+.3f}]"
+            effect = "–" if r.effect != r.effect else f"{r.effect:+.3f}"
+            print(f"  {r.verdict:<13} {r.claim:<36} {effect}{ci}", file=stream)
     report = results_dir / "report.html"
     if report.exists():
         print(f"\nReport: {report.resolve()}", file=stream)
@@ -395,19 +465,34 @@ def main(argv=None) -> int:
                    help="curated/.../{name}_summary.json: the captions state how ReSet's data was collected")
     p = sub.add_parser("trajectory", help="table of the first/best/last checkpoint evaluations")
     _eval_args(p)
+    p.add_argument("--start-eval-dir", default=None,
+                   help="results/{exp}/eval: a second stage's point 'start' is the main evaluation of the model "
+                        "it was trained from")
     p.add_argument("--out", required=True, help="CSV path (tables/trajectory.csv)")
+    p = sub.add_parser("examples", help="seeded example generations of every variant side by side (CSV)")
+    _eval_args(p)
+    add_flags(p, Report, only=("seed", "examples_per_set"), group_title="report keys (docs/config.md)")
+    p.add_argument("--out", required=True, help="CSV path (tables/examples.csv)")
+    p = sub.add_parser("figure-claims", help="forest plot of tables/claims.csv")
+    p.add_argument("--table", required=True)
+    add_flags(p, Report, only=("similarity_margin",), group_title="report keys (docs/config.md)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--experiment", default="")
     p = sub.add_parser("figures", help="trade-off, two-stage and length figures from the tables")
     p.add_argument("--tables-dir", required=True)
     p.add_argument("--out-dir", required=True)
     p.add_argument("--experiment", default="")
-    p = sub.add_parser("figure-trajectory", help="checkpoint trajectory figure from tables/trajectory.csv")
+    p = sub.add_parser("figure-trajectory", help="checkpoint trajectory figures from tables/trajectory.csv")
     p.add_argument("--table", required=True)
-    p.add_argument("--out", required=True)
+    p.add_argument("--out-dir", required=True, help="figures/: trajectory.png, trajectory_sets.png, "
+                                                    "trajectory_lengths.png")
     p.add_argument("--experiment", default="")
     p = sub.add_parser("provenance", help="config, git commit, packages, sources with sha256, hardware")
     p.add_argument("--config-json", required=True, help="the run's config as a JSON string or @file")
     p.add_argument("--data-dir", default=None, help="results/{exp}/data (filter reports)")
     p.add_argument("--repo", default=".", help="git checkout to read the commit from")
+    p.add_argument("--eval-summaries", nargs="*", default=[],
+                   help="summary.json of the evaluation scoring jobs (which reused another model's outputs)")
     p.add_argument("--out", required=True)
     p = sub.add_parser("html", help="self-contained HTML report")
     p.add_argument("--tables-dir", required=True)
@@ -429,20 +514,36 @@ def main(argv=None) -> int:
                      read_curation_summaries(args.curation_summaries))
     elif args.command == "trajectory":
         _check_variants(args.variants)
-        write_trajectory_table(args.eval_dir, args.variants, args.seeds, args.seen, args.unseen, args.out)
+        write_trajectory_table(args.eval_dir, args.variants, args.seeds, args.seen, args.unseen, args.out,
+                               args.start_eval_dir)
+    elif args.command == "examples":
+        from reset.examples import example_generations
+
+        _check_variants(args.variants)
+        rep = from_args(Report, args)
+        _write_csv(example_generations(args.eval_dir, args.variants, args.seeds[0], args.seen, args.unseen,
+                                       rep.examples_per_set, rep.seed), args.out)
+    elif args.command == "figure-claims":
+        import pandas as pd
+
+        figs.forest(pd.read_csv(args.table), args.out, from_args(Report, args).similarity_margin, args.experiment)
     elif args.command == "figures":
         write_figures(args.tables_dir, args.out_dir, args.experiment)
     elif args.command == "figure-trajectory":
         import pandas as pd
 
-        figs.trajectory(pd.read_csv(args.table), args.out, args.experiment)
+        traj = pd.read_csv(args.table)
+        out = Path(args.out_dir)
+        figs.trajectory(traj, out / FIGURES["trajectory"], args.experiment)
+        figs.trajectory_sets(traj, out / FIGURES["trajectory_sets"], args.experiment)
+        figs.trajectory_lengths(traj, out / FIGURES["trajectory_lengths"], args.experiment)
     elif args.command == "provenance":
         from reset.provenance import collect
 
         text = args.config_json
         config = json.loads(Path(text[1:]).read_text() if text.startswith("@") else text)
         with atomic_path(args.out) as tmp:  # keep the config's own key order (write_json sorts keys)
-            tmp.write_text(json.dumps(collect(config, args.repo, args.data_dir), indent=2, default=str) + "\n")
+            tmp.write_text(json.dumps(collect(config, args.repo, args.data_dir, args.eval_summaries), indent=2, default=str) + "\n")
     elif args.command == "html":
         write_html(args.tables_dir, args.figures_dir, args.provenance, args.out, args.experiment,
                    trajectory=not args.no_trajectory, curation=read_curation_summaries(args.curation_summaries))

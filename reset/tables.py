@@ -229,10 +229,17 @@ def two_stage_results(summary, seed_frame):
 
 
 TRAJECTORY_POINTS = ["first", "best", "last"]
+# "start": for a second stage, the model it started from (reset.variants.STAGE2_START)
+POINT_ORDER = ["start", *TRAJECTORY_POINTS]
+
+
+def trajectory_points(variant, present):
+    """The three points drawn for a job: start / best / last for a second stage, else first / best / last."""
+    return ["start", "best", "last"] if (variant, "start") in present else TRAJECTORY_POINTS
 
 
 def trajectory_results(rows, variants, seen, unseen):
-    """Scores and lengths of the first / best / last checkpoints (datasets and macros)."""
+    """Scores and lengths of the (start,) first / best / last checkpoints (datasets and macros)."""
     import pandas as pd
 
     keys = ("variant", "point", "seed")
@@ -240,7 +247,7 @@ def trajectory_results(rows, variants, seen, unseen):
     lengths = add_macros(per_seed(rows, LENGTH_COLUMNS, keys), seen, unseen, keys)
     summary = summarize(pd.concat([scores, lengths], ignore_index=True), seen, keys=("variant", "point"))
     metrics = [*METRIC_COLUMNS, *LENGTH_COLUMNS]
-    summary = order_rows(summary, variants, [*seen, *unseen], metrics, points=TRAJECTORY_POINTS)
+    summary = order_rows(summary, variants, [*seen, *unseen], metrics, points=POINT_ORDER)
     return summary[["variant", "point", *SUMMARY_COLUMNS[1:]]]
 
 

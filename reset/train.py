@@ -23,7 +23,6 @@ import logging
 import math
 import os
 import resource
-import shutil
 import sys
 import time
 import warnings
@@ -31,17 +30,24 @@ from collections import Counter
 from contextlib import nullcontext
 from pathlib import Path
 
+from reset.checkpoints import (
+    CHECKPOINT_PREFIX,
+    COMPLETE_MARKER,
+    export_model,
+    latest_complete_checkpoint,
+    list_checkpoints,
+    prepare_checkpoint_dir,
+    remove_checkpoint,
+    remove_checkpoint_dir,
+    strip_training_state,
+)
+from reset.digests import compute_model_digest, file_digest, write_model_digest
 from reset.io import atomic_dir, write_json
+from reset.settings import Training, add_flags
 
 log = logging.getLogger("reset.train")
 
 IGNORE_INDEX = -100  # label of tokens that carry no loss (prompt, padding)
-CHECKPOINT_PREFIX = "checkpoint-"
-COMPLETE_MARKER = "reset_complete.json"  # written only once a checkpoint is fully on disk
-FINGERPRINT_FILE = "fingerprint.json"
-# Trainer files that are not part of a Hugging Face model directory.
-TRAINER_ONLY_FILES = {"optimizer.pt", "scheduler.pt", "scaler.pt", "trainer_state.json",
-                      "training_args.bin", "latest", "zero_to_fp32.py", COMPLETE_MARKER}
 
 
 # ---------------------------------------------------------------- data
@@ -273,80 +279,6 @@ def kept_points(records: list[dict], last_step: int | None = None) -> dict:
     return {"first": min(steps), "best": best["step"], "last": max(steps) if last_step is None else last_step}
 
 
-def checkpoint_step(path: Path) -> int | None:
-    name = path.name
-    if path.is_dir() and name.startswith(CHECKPOINT_PREFIX) and name[len(CHECKPOINT_PREFIX):].isdigit():
-        return int(name[len(CHECKPOINT_PREFIX):])
-    return None
-
-
-def list_checkpoints(checkpoint_dir) -> dict[int, Path]:
-    """Every checkpoint-N directory, complete or not."""
-    out = {}
-    root = Path(checkpoint_dir)
-    if root.is_dir():
-        for path in root.iterdir():
-            step = checkpoint_step(path)
-            if step is not None:
-                out[step] = path
-    return out
-
-
-def is_complete(path: Path) -> bool:
-    return (path / COMPLETE_MARKER).is_file()
-
-
-def latest_complete_checkpoint(checkpoint_dir) -> Path | None:
-    """The highest-step checkpoint that was fully written and still holds its training state."""
-    complete = {s: p for s, p in list_checkpoints(checkpoint_dir).items()
-                if is_complete(p) and (p / "trainer_state.json").is_file()}
-    return complete[max(complete)] if complete else None
-
-
-def remove_checkpoint(path: Path) -> None:
-    """Drop the completeness marker first, so a half-removed checkpoint never counts as complete."""
-    (path / COMPLETE_MARKER).unlink(missing_ok=True)
-    shutil.rmtree(path, ignore_errors=True)
-
-
-def strip_training_state(path: Path) -> None:
-    """Keep only the model files of a checkpoint that is kept for export, not for resuming."""
-    for item in path.iterdir():
-        if item.name == COMPLETE_MARKER:
-            continue
-        if item.is_dir():
-            shutil.rmtree(item)  # DeepSpeed's global_stepN shards
-        elif item.name in TRAINER_ONLY_FILES or item.name.startswith("rng_state"):
-            item.unlink()
-
-
-def prepare_checkpoint_dir(checkpoint_dir, fingerprint: dict) -> None:
-    """Start fresh if the checkpoints belong to another job configuration; drop incomplete ones."""
-    root = Path(checkpoint_dir)
-    root.mkdir(parents=True, exist_ok=True)
-    marker = root / FINGERPRINT_FILE
-    old = json.loads(marker.read_text()) if marker.is_file() else None
-    checkpoints = list_checkpoints(root)
-    if old != fingerprint and checkpoints:
-        log.warning("%s holds checkpoints of a different job configuration; starting from scratch", root)
-        for path in checkpoints.values():
-            remove_checkpoint(path)
-        checkpoints = {}
-    for step, path in checkpoints.items():
-        if not is_complete(path):
-            log.warning("removing incomplete checkpoint %s (step %d)", path, step)
-            remove_checkpoint(path)
-    write_json(fingerprint, marker)
-
-
-def file_digest(path, block: int = 1 << 20) -> str:
-    digest = hashlib.sha1()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(block):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def job_fingerprint(args, world_size: int) -> dict:
     """What a checkpoint depends on: inputs and every setting that changes the training run."""
     model_files = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns)
@@ -357,7 +289,7 @@ def job_fingerprint(args, world_size: int) -> dict:
     if args.deepspeed:
         settings["deepspeed"] = json.loads(Path(args.deepspeed).read_text())
     fingerprint = {"model": hashlib.sha1(json.dumps(model_files).encode()).hexdigest(),
-                   "train": file_digest(args.train), "dev": file_digest(args.dev),
+                   "train": file_digest(args.train, "sha1"), "dev": file_digest(args.dev, "sha1"),
                    "world_size": world_size, "settings": settings}
     return json.loads(json.dumps(fingerprint, default=str))  # as it reads back from disk
 
@@ -489,40 +421,6 @@ def training_arguments(args, accumulation: int, steps: int, use_gpu: bool):
 # ---------------------------------------------------------------- export
 
 
-def link_or_copy(src: Path, dst: Path) -> None:
-    """Hard link (free, same bytes) where the file system allows it, else copy."""
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
-
-
-def export_model(checkpoint: Path, out_dir: Path, start_model: Path) -> None:
-    """The Hugging Face model files of a checkpoint (weights, config, tokenizer) into out_dir."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for item in sorted(checkpoint.iterdir()):
-        if item.is_file() and item.name not in TRAINER_ONLY_FILES and not item.name.startswith(("rng_state", ".")) \
-                and item.suffix not in (".pt", ".pth", ".bin", ".py"):
-            link_or_copy(item, out_dir / item.name)
-    if not list(out_dir.glob("*.safetensors")):
-        raise FileNotFoundError(f"{checkpoint} holds no .safetensors weights to export")
-    # the Trainer switches the KV cache off for training; generation wants the start model's setting back
-    config = json.loads((out_dir / "config.json").read_text())
-    start = json.loads((Path(start_model) / "config.json").read_text())
-    config["use_cache"] = start.get("use_cache", True)
-    write_json(config, out_dir / "config.json")  # a new file: the checkpoint's link is left alone
-
-
-def remove_checkpoint_dir(checkpoint_dir) -> None:
-    """After success: the job's checkpoints, and its variant directory once empty."""
-    root = Path(checkpoint_dir)
-    shutil.rmtree(root, ignore_errors=True)
-    try:
-        root.parent.rmdir()
-    except OSError:
-        pass  # other seeds' checkpoints are still there
-
-
 def peak_memory_mb() -> dict:
     import torch
 
@@ -541,12 +439,18 @@ def write_outputs(args, state, summary: dict) -> None:
              "last": str(Path(args.trajectory_out) / "last")}
     summary["checkpoints"] = {name: {"step": step, "perplexity": by_step.get(step, {}).get("perplexity"),
                                      "path": paths[name]} for name, step in points.items()}
+    digests = {}   # step -> digest: the same checkpoint exported twice is hashed once
     with atomic_dir(args.out) as tmp:
         export_model(root / f"{CHECKPOINT_PREFIX}{points['best']}", tmp, args.model)
+        digests[points["best"]] = write_model_digest(tmp)
+        summary["model_digest"] = digests[points["best"]]["digest"]
         write_json(summary, tmp / "training_summary.json")
     for name in ("first", "last"):
         with atomic_dir(Path(args.trajectory_out) / name) as tmp:
             export_model(root / f"{CHECKPOINT_PREFIX}{points[name]}", tmp, args.model)
+            if points[name] not in digests:
+                digests[points[name]] = compute_model_digest(tmp)
+            write_model_digest(tmp, digests[points[name]])
     write_json(summary["checkpoints"], Path(args.trajectory_out) / "points.json")
 
 
@@ -677,6 +581,10 @@ def run(args) -> dict | None:
     return summary
 
 
+# Training keys a rule resolves per variant (or hands to the launcher) instead of passing as such.
+JOB_SPECIFIC = ("learning_rate", "reset_learning_rate", "effective_batch_cd", "effective_batch_if", "deepspeed_config")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m reset.train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -690,28 +598,18 @@ def build_parser() -> argparse.ArgumentParser:
                     help="output directory for the first/ and last/ checkpoints")
     io.add_argument("--checkpoint-dir", required=True, type=Path,
                     help="Trainer checkpoints (kept across kills for resuming; removed after success)")
-    hp = p.add_argument_group("optimisation")
-    hp.add_argument("--learning-rate", type=float, required=True)
+    hp = p.add_argument_group("this job's learning rate, batch and seed (picked per variant from the training keys)")
+    hp.add_argument("--learning-rate", type=float, required=True,
+                    help="training.learning_rate, or training.reset_learning_rate for a ReSet job")
     hp.add_argument("--effective-batch", type=int, required=True,
-                    help="examples per optimiser step = per-device batch x accumulation x devices")
-    hp.add_argument("--per-device-batch", type=int, required=True)
+                    help="training.effective_batch_cd or _if: examples per optimiser step = per-device batch x "
+                         "accumulation x devices")
     hp.add_argument("--seed", type=int, required=True)
-    hp.add_argument("--max-seq-length", type=int, default=2048, help="longer examples are truncated (counted)")
-    hp.add_argument("--weight-decay", type=float, default=0.0)
-    hp.add_argument("--warmup-ratio", type=float, default=0.03)
-    hp.add_argument("--lr-scheduler", default="cosine", choices=["cosine", "linear", "constant",
-                                                                 "constant_with_warmup"])
-    hp.add_argument("--num-epochs", type=float, default=1.0, help="fraction of one epoch to train (<= 1)")
-    hp.add_argument("--max-steps", type=int, default=None, help="cap on optimiser steps")
-    hp.add_argument("--save-steps", type=int, default=100, help="checkpoint + dev perplexity every N steps")
-    hp.add_argument("--max-train-examples", type=int, default=None, help="seeded subset of the training data")
-    hp.add_argument("--max-dev-examples", type=int, default=None, help="subset of the dev data (fixed seed 0)")
-    hp.add_argument("--gradient-checkpointing", action="store_true")
+    add_flags(p, Training, exclude=JOB_SPECIFIC, group_title="training keys (docs/config.md)")
     run_group = p.add_argument_group("runtime")
     run_group.add_argument("--deepspeed", type=Path, default=None,
                            help="DeepSpeed config (ZeRO-3) for GPU jobs launched with torch.distributed.run; "
                                 "also runs on CPU over gloo in fp32, to check the path without a GPU")
-    run_group.add_argument("--logging-steps", type=int, default=10, help="log the training loss every N steps")
     run_group.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     run_group.add_argument("--trust-remote-code", action="store_true")
     return p

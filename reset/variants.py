@@ -24,6 +24,10 @@ TRAINED_VARIANTS = [name for name, spec in VARIANTS.items() if spec["data"] is n
 TWO_STAGE = [("CDIF", "base_cd", "base_cd_if"), ("IFCD", "instruct", "instruct_cd")]
 # Jobs whose first/best/last checkpoints are evaluated for the trajectory figures.
 TRAJECTORY_VARIANTS = ["base_cd", "base_cd_if", "instruct_cd"]
+# A second stage's trajectory starts at the model it was trained from (the paper's figures:
+# "the first checkpoint is the best checkpoint from the context-dependent training stage"):
+# trajectory variant -> the variant whose main evaluation is its point "start".
+STAGE2_START = {after: before for _, before, after in TWO_STAGE if after in TRAJECTORY_VARIANTS}
 
 IF_TRAIN = ["dolly", "sharegpt", "self_instruct", "oasst1"]
 IF_EVAL = ["alpaca_eval", "vicuna_eval", "koala_eval"]

@@ -14,6 +14,7 @@ from reset.variants import (
     MIXTURES,
     SAMPLING_POOLS,
     SPLITS,
+    STAGE2_START,
     TRAINED_VARIANTS,
     TRAJECTORY_VARIANTS,
     VARIANTS,
@@ -34,10 +35,40 @@ def check_api_key_env(config):
 check_api_key_env(config)
 validate(config, schema="../schemas/config.schema.yaml")
 
-EXP = config["experiment"]
+from reset import settings as _settings
+
+# The typed view of the config (reset/settings.py defines every key once, with its default).
+S = _settings.load(config)
+# The same, as a complete mapping (defaults filled in), for the plain functions of reset/policy.py.
+CFG = S.to_dict()
+
+
+class Runtime:
+    """Flags of settings that cannot change an output (logging, retries, timeouts, concurrency).
+
+    Used as a param and formatted into the shell command like any other, but Snakemake's params
+    rerun trigger records only params of plain types (str, numbers, lists, ...) and skips other
+    objects, so changing one of these settings reruns no job. tests/test_settings_reruns.py keeps
+    this so on a finished run.
+    """
+
+    def __init__(self, text):
+        self.text = text
+
+    def __str__(self):
+        return self.text
+
+    def __format__(self, spec):
+        return self.text
+
+
+def runtime_flags(section, **kwargs):
+    return Runtime(_settings.flags(section, output=False, **kwargs))
+
+EXP = S.experiment
 RESULTS = f"results/{EXP}"
-SEEDS = config["seeds"]
-EVAL_DATASETS = config["evaluation"]["seen"] + config["evaluation"]["unseen"]
+SEEDS = list(S.seeds)
+EVAL_DATASETS = [*S.evaluation.seen, *S.evaluation.unseen]
 
 
 wildcard_constraints:
@@ -98,12 +129,12 @@ def pretrained_dir(source):
 
 def trusts_remote_code(source):
     """Whether models.trust_remote_code names this exact model source."""
-    return source in config["models"].get("trust_remote_code", [])
+    return source in S.models.trust_remote_code
 
 
 def variant_root_source(variant):
     """The configured model source a variant descends from (base or instruct)."""
-    return policy.variant_root_source(config, variant)
+    return policy.variant_root_source(CFG, variant)
 
 
 def variant_trusts_remote_code(variant):
@@ -112,41 +143,45 @@ def variant_trusts_remote_code(variant):
 
 
 def judge_trusts_remote_code(judge):
-    cfg = config["judges"][judge]
-    return cfg["provider"] == "local" and trusts_remote_code(cfg["model"])
+    cfg = judge_settings(judge)
+    return cfg.provider == "local" and trusts_remote_code(cfg.model)
 
 
 def nli_trusts_remote_code():
-    return trusts_remote_code(config["judges"]["nli"]["model"])
+    return trusts_remote_code(S.judges.nli.model)
+
+
+def judge_settings(judge):
+    """The typed settings of judges.<judge> (if or if_supercharged)."""
+    return S.judges.if_ if judge == "if" else S.judges.if_supercharged
 
 
 def all_model_sources():
     """Every model source the run needs prepared locally, keyed by slug."""
-    sources = [config["models"]["base"]["source"], config["models"]["instruct"]["source"]]
+    sources = [S.models.base.source, S.models.instruct.source]
     for judge in ("if", "if_supercharged"):
-        if config["judges"][judge]["provider"] == "local":
-            sources.append(config["judges"][judge]["model"])
-    sources.append(config["judges"]["nli"]["model"])
+        if judge_settings(judge).provider == "local":
+            sources.append(judge_settings(judge).model)
+    sources.append(S.judges.nli.model)
     return {source_slug(s): s for s in sources}
 
 
 def model_options(source):
     """Per-source options (revision, pickle allowance) from config.models or judges.nli."""
-    for role in ("base", "instruct"):
-        spec = config["models"][role]
-        if spec["source"] == source:
-            return spec
-    nli = config["judges"]["nli"]
-    if nli["model"] == source:
-        return nli
+    for spec in (S.models.base, S.models.instruct):
+        if spec.source == source:
+            return {"revision": spec.revision, "allow_pickle_weights": spec.allow_pickle_weights}
+    nli = S.judges.nli
+    if nli.model == source:
+        return {"revision": nli.revision, "allow_pickle_weights": nli.allow_pickle_weights}
     return {}
 
 
 def model_task(source):
     """seq-cls for a classifier NLI model, causal-lm for everything else."""
-    nli = config["judges"]["nli"]
-    causal_roles = [config["models"][r]["source"] for r in ("base", "instruct")]
-    if nli["model"] == source and nli["backend"] == "seq_cls" and source not in causal_roles:
+    nli = S.judges.nli
+    causal_roles = [S.models.base.source, S.models.instruct.source]
+    if nli.model == source and nli.backend == "seq_cls" and source not in causal_roles:
         return "seq-cls"
     return "causal-lm"
 
@@ -156,16 +191,16 @@ def model_task(source):
 
 def variant_model_dir(variant, seed):
     """The model a variant is evaluated with: its best checkpoint, or the pretrained one."""
-    return res(policy.variant_model_dir(config, variant, seed))
+    return res(policy.variant_model_dir(CFG, variant, seed))
 
 
 def variant_init_dir(variant, seed):
-    return res(policy.variant_init_dir(config, variant, seed))
+    return res(policy.variant_init_dir(CFG, variant, seed))
 
 
 def variant_train_data(variant, seed):
     """A mixture, or the curated set of the seed's data collection (sampling.per_seed)."""
-    return res(policy.variant_train_data(config, variant, seed))
+    return res(policy.variant_train_data(CFG, variant, seed))
 
 
 def variant_dev_data(variant):
@@ -173,12 +208,12 @@ def variant_dev_data(variant):
 
 
 def judge_model_dir(judge):
-    cfg = config["judges"][judge]
-    return pretrained_dir(cfg["model"]) if cfg["provider"] == "local" else None
+    cfg = judge_settings(judge)
+    return pretrained_dir(cfg.model) if cfg.provider == "local" else None
 
 
 def nli_model_dir():
-    return pretrained_dir(config["judges"]["nli"]["model"])
+    return pretrained_dir(S.judges.nli.model)
 
 
 # ---------------------------------------------------------------- data
@@ -198,7 +233,7 @@ def dataset_raw_inputs(wildcards):
     Hub ids add nothing (no network at DAG time); a local path that does not
     exist yet adds nothing either, so the job itself fails naming the file.
     """
-    sources = source_map(config["datasets"][wildcards.dataset]["source"])
+    sources = source_map(S.datasets[wildcards.dataset].source)
     return [f for src in sources.values() for f in local_files(src)]
 
 
@@ -214,10 +249,10 @@ def dataset_seen_inputs(wildcards):
 def dataset_eval_cap(name):
     if "eval" not in SPLITS[name]:
         return None
-    cap = config["datasets"][name].get("eval_cap")
+    cap = S.datasets[name].eval_cap
     if cap:
         return cap
-    return config["data"]["eval_cap_if" if KIND[name] == "if" else "eval_cap_context"]
+    return S.data.eval_cap_if if KIND[name] == "if" else S.data.eval_cap_context
 
 
 def _split_pairs(value):
@@ -230,26 +265,23 @@ def _split_pairs(value):
 
 
 def dataset_args(wildcards):
-    """Flags of `python -m reset.data prepare` for a dataset, from config.datasets and config.data."""
+    """Flags of `python -m reset.data prepare` for a dataset, from datasets.<name> and data."""
     name = wildcards.dataset
-    cfg, data, splits = config["datasets"][name], config["data"], SPLITS[name]
-    lang = None
-    if "lang" in cfg:
-        lang = "any" if cfg["lang"] is None else cfg["lang"]
+    cfg, data, splits = S.datasets[name], S.data, SPLITS[name]
     return cli_args({
         "--dataset": name,
-        "--source": _split_pairs(cfg["source"]),
-        "--format": cfg.get("format"),
-        "--hub-name": cfg.get("name"),
-        "--hub-split": _split_pairs(cfg.get("split")),
-        "--revision": cfg.get("revision"),
-        "--lang": lang,
-        "--split-seed": data["split_seed"],
-        "--dev-fraction": data["dev_fraction"] if "dev" in splits else None,
-        "--dev-min": data.get("dev_min", 2) if "dev" in splits else None,
-        "--eval-fraction": data["eval_fraction"] if {"train", "eval"} <= set(splits) else None,
+        "--source": _split_pairs(cfg.source),
+        "--format": cfg.format,
+        "--hub-name": cfg.name,
+        "--hub-split": _split_pairs(cfg.split),
+        "--revision": cfg.revision,
+        "--lang": ("any" if cfg.lang is None else cfg.lang) if name == "oasst1" else None,
+        "--split-seed": data.split_seed,
+        "--dev-fraction": data.dev_fraction if "dev" in splits else None,
+        "--dev-min": data.dev_min if "dev" in splits else None,
+        "--eval-fraction": data.eval_fraction if {"train", "eval"} <= set(splits) else None,
         "--eval-cap": dataset_eval_cap(name),
-        "--max-passages": data["max_passages"] if KIND[name].endswith("_qa") else None,
+        "--max-passages": data.max_passages if KIND[name].endswith("_qa") else None,
     })
 
 
@@ -287,12 +319,17 @@ def eval_data():
     return [res("data", name, "eval.parquet") for name in EVAL_DATASETS]
 
 
+def eval_store():
+    """Content-addressed evaluation outputs (reset.eval_store): not an output, it outlives re-runs."""
+    return res("eval_store")
+
+
 def eval_shards():
-    return list(range(config["evaluation"]["shards"]))
+    return list(range(S.evaluation.shards))
 
 
 def trajectories_enabled():
-    return bool(config["evaluation"].get("trajectories", True))
+    return S.evaluation.trajectories
 
 
 def trajectory_model_dir(variant, seed, point):
@@ -311,6 +348,15 @@ def eval_scored(variant, seed, point=None):
 
 def all_eval_scored():
     return [p for variant in VARIANTS for seed in SEEDS for p in eval_scored(variant, seed)]
+
+
+def all_eval_summaries(wildcards=None):
+    """summary.json of every evaluation scoring job (provenance records which ones were reused)."""
+    out = [res("eval", v, f"seed{s}", "summary.json") for v in VARIANTS for s in SEEDS]
+    if trajectories_enabled():
+        out += [res("eval_trajectory", v, f"seed{s}", p, "summary.json")
+                for v in TRAJECTORY_VARIANTS for s in SEEDS for p in ("first", "last")]
+    return out
 
 
 def all_trajectory_scored():
@@ -358,18 +404,47 @@ def eval_set_args():
                      "--unseen": config["evaluation"]["unseen"]})
 
 
+def trajectory_start_scored():
+    """Main evaluations a second stage's trajectory starts from (reset.variants.STAGE2_START)."""
+    return [p for variant in TRAJECTORY_VARIANTS if variant in STAGE2_START for seed in SEEDS
+            for p in eval_scored(STAGE2_START[variant], seed)]
+
+
+def claims_trajectory_inputs():
+    """The checkpoint trajectories the checkpoint claims need, when the run evaluates them."""
+    return all_trajectory_scored() if trajectories_enabled() else []
+
+
+def report_flags(*keys):
+    """Flags of report.* keys (they change the outputs that read them, so they are params)."""
+    return _settings.flags(S.report, only=keys)
+
+
+def eval_root(path):
+    """results/{exp}/eval from eval/{variant}/seed{seed}/{dataset}.parquet."""
+    return os.path.dirname(os.path.dirname(os.path.dirname(path)))
+
+
+def trajectory_root(path):
+    """results/{exp}/eval_trajectory from eval_trajectory/{variant}/seed{seed}/{point}/{dataset}.parquet."""
+    return os.path.dirname(eval_root(path))
+
+
 REPORT_TABLES = [
+    "claims.csv", "claims.md", "claims.tex",
     "main_results.csv", "main_results.md", "main_results.tex", "main_results_by_seed.csv",
     "two_stage.csv", "two_stage.md", "two_stage.tex", "coverage.csv", "coverage.md", "coverage.tex", "lengths.csv",
+    "examples.csv",
 ]
-REPORT_FIGURES = ["tradeoff.png", "two_stage.png", "lengths.png"]
+REPORT_FIGURES = ["claims_forest.png", "tradeoff.png", "two_stage.png", "lengths.png"]
+TRAJECTORY_FIGURES = ["trajectory.png", "trajectory_sets.png", "trajectory_lengths.png"]
 
 
 def report_inputs():
     """Tables and figures the HTML report embeds (trajectories when evaluation.trajectories)."""
     out = [res("tables", f) for f in REPORT_TABLES] + [res("figures", f) for f in REPORT_FIGURES]
     if trajectories_enabled():
-        out += [res("tables", "trajectory.csv"), res("figures", "trajectory.png")]
+        out += [res("tables", "trajectory.csv")] + [res("figures", f) for f in TRAJECTORY_FIGURES]
     return out
 
 
@@ -394,26 +469,21 @@ def checkpoint_dir(variant, seed):
 
 
 def train_args(wildcards):
-    """Flags of `python -m reset.train` for a variant: its learning rate and batch kind from VARIANTS."""
-    tr, spec = config["training"], VARIANTS[wildcards.trained]
-    return cli_args({
-        "--learning-rate": tr[spec["lr"]],
-        "--effective-batch": tr[f"effective_batch_{spec['batch']}"],
-        "--per-device-batch": tr["per_device_batch"],
-        "--seed": wildcards.seed,
-        "--max-seq-length": tr["max_seq_length"],
-        "--weight-decay": tr.get("weight_decay", 0.0),
-        "--warmup-ratio": tr.get("warmup_ratio", 0.03),
-        "--lr-scheduler": tr.get("lr_scheduler", "cosine"),
-        "--num-epochs": tr.get("num_epochs", 1),
-        "--max-steps": tr.get("max_steps"),
-        "--save-steps": tr["save_steps"],
-        "--max-train-examples": tr.get("max_train_examples"),
-        "--max-dev-examples": tr.get("max_dev_examples"),
-        "--logging-steps": tr.get("logging_steps", 10),
-        "--gradient-checkpointing": bool(tr.get("gradient_checkpointing", False)),
-        "--trust-remote-code": variant_trusts_remote_code(wildcards.trained),
-    })
+    """Output-affecting flags of `python -m reset.train` for a variant: the training keys it uses, with
+    its learning rate and effective batch picked by VARIANTS (changing reset_learning_rate reruns only
+    the ReSet trainings)."""
+    spec = VARIANTS[wildcards.trained]
+    from reset.train import JOB_SPECIFIC
+
+    return " ".join([
+        _settings.flags(S.training, output=True, exclude=JOB_SPECIFIC),
+        cli_args({
+            "--learning-rate": getattr(S.training, spec["lr"]),
+            "--effective-batch": getattr(S.training, f"effective_batch_{spec['batch']}"),
+            "--seed": wildcards.seed,
+            "--trust-remote-code": variant_trusts_remote_code(wildcards.trained),
+        }),
+    ])
 
 
 def train_launcher(wildcards, resources):
@@ -422,7 +492,7 @@ def train_launcher(wildcards, resources):
     if gpus < 1:
         return "python -m reset.train"
     return (f"python -m torch.distributed.run --standalone --nproc_per_node {gpus} -m reset.train "
-            f"--deepspeed {shlex.quote(config['training']['deepspeed_config'])}")
+            f"--deepspeed {shlex.quote(S.training.deepspeed_config)}")
 
 
 def training_targets():
@@ -434,14 +504,14 @@ def training_targets():
 
 # Paths of the data collection: shared, or under seed{n}/ with sampling.per_seed, where the rules
 # carry a {seed} wildcard (reset/policy.py). In shared mode the paths have no wildcard.
-policy.check_collection(config)
+policy.check_collection(CFG)
 CURATED_JUDGE = policy.CURATED_JUDGE
 SAMPLING_VARIANT = policy.SAMPLING_VARIANT   # the multi-task checkpoint ReSet samples from
 
 
 def collection(stage, name):
     """results/{exp}/{stage}/[seed{seed}/]{name}: a path pattern of the data collection."""
-    return res(policy.collection_path(config, stage, name))
+    return res(policy.collection_path(CFG, stage, name))
 
 
 def candidate_scores(name):
@@ -459,17 +529,16 @@ def sampling_pool_args(wildcards, input):
 
 
 def sampling_subset_args():
-    s = config["sampling"]
-    return cli_args({"--per-pool": s["subset_per_dataset"], "--seed": s.get("seed", 0)})
+    return cli_args({"--per-pool": S.sampling.subset_per_dataset, "--seed": S.sampling.seed})
 
 
 def sampling_model_dir():
     """ReSet samples from SAMPLING_VARIANT of sampling.source_seed (per seed: of the {seed} wildcard)."""
-    return res(policy.sampling_model_dir(config))
+    return res(policy.sampling_model_dir(CFG))
 
 
 def sampling_shards():
-    return [res(p) for p in policy.sampling_shard_paths(config)]
+    return [res(p) for p in policy.sampling_shard_paths(CFG)]
 
 
 def sweep_args():
@@ -484,17 +553,17 @@ def sweep_args():
 
 def judge_rounds(judge):
     """The main IF judge scores round 1; the ReSet-S judge every round ReSet-S ranks."""
-    return policy.judge_rounds(config, judge)
+    return policy.judge_rounds(CFG, judge)
 
 
 def truncated_flag():
     """--allow-truncated when curation.allow_truncated lets cut-off candidates be judged and ranked."""
-    return "--allow-truncated" if policy.allow_truncated(config) else ""
+    return "--allow-truncated" if policy.allow_truncated(CFG) else ""
 
 
 def judge_items_all(judge):
     """One IF judge's items of every collection seed (what the cost estimate covers)."""
-    return [res(p) for p in policy.judge_items_paths(config, judge)]
+    return [res(p) for p in policy.judge_items_paths(CFG, judge)]
 
 
 def judge_settings_json(judge):
@@ -509,9 +578,13 @@ def judge_cache():
 
 
 def candidate_judge_inputs(wildcards):
-    """A candidate IF judge job needs its items, the cost estimate and, for a local judge, its model."""
+    """A candidate IF judge job needs its items, the cost estimate and, for a local judge, its model.
+
+    The estimate is a gate, not data: ancient() keeps a re-made estimate (prices or max_usd changed)
+    from rerunning the judgements and everything trained on them.
+    """
     out = {"judge_items": candidate_scores(f"{wildcards.judge}_items.parquet"),
-           "estimate": res("judge_cost_estimate.json")}
+           "estimate": ancient(res("judge_cost_estimate.json"))}
     if judge_model_dir(wildcards.judge):
         out["model"] = judge_model_dir(wildcards.judge)
     return out
@@ -540,24 +613,23 @@ def candidate_nli_args():
 
 
 def curate_args(wildcards):
-    cur = config["curation"]
-    made = policy.curation_policy(config, wildcards.curated)
-    mode = policy.data_mode(config, wildcards.get("seed", config["sampling"]["source_seed"]))
+    made = policy.curation_policy(CFG, wildcards.curated)
+    mode = policy.data_mode(CFG, wildcards.get("seed", S.sampling.source_seed))
     return cli_args({
-        "--name": wildcards.curated, "--if-weight": cur["if_weight"],
+        "--name": wildcards.curated, "--if-weight": S.curation.if_weight,
         "--rounds": made["rounds"], "--per-pool": made["per_pool"],
-        "--allow-truncated": policy.allow_truncated(config),
+        "--allow-truncated": policy.allow_truncated(CFG),
         "--data-mode": mode["mode"], "--source-seed": mode["source_seed"],
     })
 
 
 def curation_summaries():
     """Every curated set's summary (counts, exclusions, the data collection mode), for tables and report."""
-    return [res(p) for p in policy.curated_targets(config) if p.endswith("_summary.json")]
+    return [res(p) for p in policy.curated_targets(CFG) if p.endswith("_summary.json")]
 
 
 def reset_targets():
-    return [res(p) for p in policy.curated_targets(config)] + [res("judge_cost_estimate.json")]
+    return [res(p) for p in policy.curated_targets(CFG)] + [res("judge_cost_estimate.json")]
 
 
 # ---------------------------------------------------------------- targets

@@ -28,9 +28,9 @@ rule curate:
     params:
         args=curate_args,
     log:
-        logs(policy.collection_path(config, "curated", "{curated}.log")),
+        logs(policy.collection_path(CFG, "curated", "{curated}.log")),
     benchmark:
-        bench(policy.collection_path(config, "curated", "{curated}.tsv"))
+        bench(policy.collection_path(CFG, "curated", "{curated}.tsv"))
     shell:
         "python -m reset.curate select {params.args} --candidates {input.candidates} --subset {input.subset}"
         " --if-scores {input.if_scores} --faithfulness {input.faithfulness} --task {input.task}"

@@ -1,6 +1,10 @@
 # evaluate stage (see docs/design.md): greedy generations of every variant x seed
 # on every evaluation set, then their scores.
 #
+# Each distinct model is evaluated once: generation and scoring jobs look their
+# key (model digest + data + settings) up in results/{exp}/eval_store/ and copy a
+# complete entry instead of computing (reset/eval_store.py, docs/performance.md).
+#
 # Few jobs on purpose: one generation job per (model, shard) covering all
 # evaluation sets, then one scoring job per model that loads the judge and the
 # NLI model once and writes one scored parquet per set.
@@ -21,6 +25,7 @@ rule eval_generate:
         res("eval", "{variant}", "seed{seed}", "generations", "shard{shard}.parquet"),
     params:
         args=eval_generate_args,
+        store=eval_store(),
     threads: 1
     log:
         logs("eval", "{variant}", "seed{seed}", "generate_shard{shard}.log"),
@@ -28,7 +33,7 @@ rule eval_generate:
         bench("eval", "{variant}", "seed{seed}", "generate_shard{shard}.tsv")
     shell:
         "python -m reset.evaluate generate --model {input.model} --data {input.data}"
-        " --shard {wildcards.shard} {params.args} --out {output} > {log} 2>&1"
+        " --shard {wildcards.shard} {params.args} --store {params.store} --out {output} > {log} 2>&1"
 
 
 rule eval_score:
@@ -43,6 +48,7 @@ rule eval_score:
         summary=res("eval", "{variant}", "seed{seed}", "summary.json"),
     params:
         args=eval_score_args(),
+        store=eval_store(),
         out_dir=lambda w: res("eval", w.variant, f"seed{w.seed}"),
     threads: 1
     log:
@@ -51,7 +57,7 @@ rule eval_score:
         bench("eval", "{variant}", "seed{seed}", "score.tsv")
     shell:
         "python -m reset.evaluate score --generations {input.generations} {params.args}"
-        " --out-dir {params.out_dir} --summary {output.summary} > {log} 2>&1"
+        " --store {params.store} --out-dir {params.out_dir} --summary {output.summary} > {log} 2>&1"
 
 
 rule eval_trajectory_generate:
@@ -70,6 +76,7 @@ rule eval_trajectory_generate:
         variant="|".join(TRAJECTORY_VARIANTS),
     params:
         args=eval_generate_args,
+        store=eval_store(),
     threads: 1
     log:
         logs("eval_trajectory", "{variant}", "seed{seed}", "{point}", "generate_shard{shard}.log"),
@@ -78,7 +85,7 @@ rule eval_trajectory_generate:
     shell:
         "python -m reset.evaluate generate --model {input.model} --data {input.data}"
         " --shard {wildcards.shard} {params.args} --points {input.points} --point {wildcards.point}"
-        " --reuse {input.best} --out {output} > {log} 2>&1"
+        " --reuse {input.best} --store {params.store} --out {output} > {log} 2>&1"
 
 
 rule eval_trajectory_score:
@@ -101,6 +108,7 @@ rule eval_trajectory_score:
         variant="|".join(TRAJECTORY_VARIANTS),
     params:
         args=eval_score_args(),
+        store=eval_store(),
         out_dir=lambda w: res("eval_trajectory", w.variant, f"seed{w.seed}", w.point),
         best_dir=lambda w: res("eval", w.variant, f"seed{w.seed}"),
     threads: 1
@@ -111,7 +119,7 @@ rule eval_trajectory_score:
     shell:
         "python -m reset.evaluate score --generations {input.generations} {params.args}"
         " --points {input.points} --point {wildcards.point} --reuse {params.best_dir}"
-        " --out-dir {params.out_dir} --summary {output.summary} > {log} 2>&1"
+        " --store {params.store} --out-dir {params.out_dir} --summary {output.summary} > {log} 2>&1"
 
 
 rule eval_trajectory_best:

@@ -29,9 +29,9 @@ rule judge_items:
         rounds=lambda w: judge_rounds(w.judge),
         truncated=truncated_flag(),
     log:
-        logs(policy.candidate_scores_path(config, "{judge}_items.log")),
+        logs(policy.candidate_scores_path(CFG, "{judge}_items.log")),
     benchmark:
-        bench(policy.candidate_scores_path(config, "{judge}_items.tsv"))
+        bench(policy.candidate_scores_path(CFG, "{judge}_items.tsv"))
     shell:
         "python -m reset.curate items --candidates {input.candidates} --subset {input.subset}"
         " --max-round {params.rounds} {params.truncated} --out {output.judge_items} --summary {output.dedup}"
@@ -67,9 +67,9 @@ rule judge_candidates:
         args=candidate_judge_args,
     threads: 1
     log:
-        logs(policy.candidate_scores_path(config, "{judge}.log")),
+        logs(policy.candidate_scores_path(CFG, "{judge}.log")),
     benchmark:
-        bench(policy.candidate_scores_path(config, "{judge}.tsv"))
+        bench(policy.candidate_scores_path(CFG, "{judge}.tsv"))
     shell:
         "python -m reset.judge {params.args} --in {input.judge_items} --out {output.scores}"
         " --summary {output.summary} > {log} 2>&1"
@@ -89,9 +89,9 @@ rule score_faithfulness:
         args=candidate_nli_args(),
     threads: 1
     log:
-        logs(policy.candidate_scores_path(config, "faithfulness.log")),
+        logs(policy.candidate_scores_path(CFG, "faithfulness.log")),
     benchmark:
-        bench(policy.candidate_scores_path(config, "faithfulness.tsv"))
+        bench(policy.candidate_scores_path(CFG, "faithfulness.tsv"))
     shell:
         "python -m reset.curate score faithfulness --candidates {input.candidates} --subset {input.subset}"
         " {params.args} --threads {threads} --out {output.scores} --summary {output.dedup} > {log} 2>&1"
@@ -107,9 +107,9 @@ rule score_task:
         scores=candidate_scores("task.parquet"),
         dedup=candidate_scores("task_dedup.json"),
     log:
-        logs(policy.candidate_scores_path(config, "task.log")),
+        logs(policy.candidate_scores_path(CFG, "task.log")),
     benchmark:
-        bench(policy.candidate_scores_path(config, "task.tsv"))
+        bench(policy.candidate_scores_path(CFG, "task.tsv"))
     shell:
         "python -m reset.curate score task --candidates {input.candidates} --subset {input.subset}"
         " --out {output.scores} --summary {output.dedup} > {log} 2>&1"

@@ -1,9 +1,12 @@
-# report stage (see docs/design.md): tables, figures, provenance and the HTML report.
-#   tables             scored eval parquets -> tables/main_results.{csv,md,tex} (SPEC §7),
+# report stage (see docs/design.md, docs/results.md): tables, figures, provenance and the HTML report.
+#   claims             scored eval parquets -> tables/claims.{csv,md,tex} (reproduction verdicts)
+#   figure_claims      tables/claims.csv -> figures/claims_forest.png
+#   tables             scored eval parquets -> tables/main_results.{csv,md,tex},
 #                      main_results_by_seed.csv, two_stage.*, coverage.*, lengths.csv
-#   trajectory_table   scored first/best/last checkpoints -> tables/trajectory.csv
+#   examples           scored eval parquets -> tables/examples.csv (example generations)
+#   trajectory_table   scored first/best/last checkpoints (+ a second stage's start) -> tables/trajectory.csv
 #   figures            tables -> figures/{tradeoff,two_stage,lengths}.png
-#   figure_trajectory  tables/trajectory.csv -> figures/trajectory.png
+#   figure_trajectory  tables/trajectory.csv -> figures/trajectory{,_sets,_lengths}.png
 #   provenance         config, git commit, packages, sources + sha256, hardware -> provenance.json
 #   report             everything above -> report.html (self-contained)
 # Outputs are also wrapped in report() so `snakemake --report report.html` works.
@@ -13,6 +16,75 @@ import os
 
 
 report: "../report/workflow.rst"
+
+
+rule claims:
+    conda:
+        "../envs/report.yaml"
+    input:
+        main=all_eval_scored(),
+        points=claims_trajectory_inputs(),
+    output:
+        csv=report(res("tables", "claims.csv"), caption="../report/claims.rst", category="Verdicts"),
+        md=res("tables", "claims.md"),
+        tex=res("tables", "claims.tex"),
+    params:
+        args=report_flags("bootstrap_resamples", "seed", "similarity_margin"),
+        sets=eval_set_args(),
+        eval_dir=lambda w, input: eval_root(input.main[0]),
+        # without trajectories the checkpoint claims are reported as not tested
+        trajectory=lambda w, input: f"--trajectory-dir {trajectory_root(input.points[0])}" if input.points else "",
+        out_dir=lambda w, output: os.path.dirname(output.csv),
+    localrule: True
+    log:
+        logs("report", "claims.log"),
+    benchmark:
+        bench("report", "claims.tsv")
+    shell:
+        "python -m reset.claims --eval-dir {params.eval_dir} {params.trajectory} {params.args} {params.sets}"
+        " --out-dir {params.out_dir} > {log} 2>&1"
+
+
+rule figure_claims:
+    conda:
+        "../envs/report.yaml"
+    input:
+        res("tables", "claims.csv"),
+    output:
+        report(res("figures", "claims_forest.png"), caption="../report/claims_forest.rst", category="Verdicts"),
+    params:
+        margin=report_flags("similarity_margin"),
+        experiment=EXP,
+    localrule: True
+    log:
+        logs("report", "figure_claims.log"),
+    benchmark:
+        bench("report", "figure_claims.tsv")
+    shell:
+        "python -m reset.report figure-claims --table {input} {params.margin} --out {output}"
+        " --experiment {params.experiment} > {log} 2>&1"
+
+
+rule examples:
+    conda:
+        "../envs/report.yaml"
+    input:
+        all_eval_scored(),
+    output:
+        report(res("tables", "examples.csv"), caption="../report/examples.rst", category="Tables"),
+    params:
+        eval_dir=lambda w, input: eval_root(input[0]),
+        variants=" ".join(VARIANTS),
+        sets=eval_set_args(),
+        report=report_flags("seed", "examples_per_set"),
+    localrule: True
+    log:
+        logs("report", "examples.log"),
+    benchmark:
+        bench("report", "examples.tsv")
+    shell:
+        "python -m reset.report examples --eval-dir {params.eval_dir} --variants {params.variants} {params.sets}"
+        " {params.report} --out {output} > {log} 2>&1"
 
 
 rule tables:
@@ -36,8 +108,7 @@ rule tables:
         coverage_tex=res("tables", "coverage.tex"),
         lengths=res("tables", "lengths.csv"),
     params:
-        # eval/{variant}/seed{seed}/{dataset}.parquet -> eval
-        eval_dir=lambda w, input: os.path.dirname(os.path.dirname(os.path.dirname(input[0]))),
+        eval_dir=lambda w, input: eval_root(input[0]),
         out_dir=lambda w, output: os.path.dirname(output.main_csv),
         variants=" ".join(VARIANTS),
         sets=eval_set_args(),
@@ -57,12 +128,14 @@ rule trajectory_table:
     conda:
         "../envs/report.yaml"
     input:
-        all_trajectory_scored(),
+        points=all_trajectory_scored(),
+        # a second stage starts at the main evaluation of the model it was trained from
+        starts=trajectory_start_scored(),
     output:
         report(res("tables", "trajectory.csv"), caption="../report/trajectory_table.rst", category="Tables"),
     params:
-        # eval_trajectory/{variant}/seed{seed}/{point}/{dataset}.parquet -> eval_trajectory
-        eval_dir=lambda w, input: os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(input[0])))),
+        eval_dir=lambda w, input: trajectory_root(input.points[0]),
+        start=lambda w, input: f"--start-eval-dir {eval_root(input.starts[0])}" if input.starts else "",
         variants=" ".join(TRAJECTORY_VARIANTS),
         sets=eval_set_args(),
     localrule: True
@@ -72,7 +145,7 @@ rule trajectory_table:
         bench("report", "trajectory_table.tsv")
     shell:
         "python -m reset.report trajectory --eval-dir {params.eval_dir} --variants {params.variants}"
-        " {params.sets} --out {output} > {log} 2>&1"
+        " {params.sets} {params.start} --out {output} > {log} 2>&1"
 
 
 rule figures:
@@ -106,8 +179,13 @@ rule figure_trajectory:
     input:
         res("tables", "trajectory.csv"),
     output:
-        report(res("figures", "trajectory.png"), caption="../report/trajectory.rst", category="Figures"),
+        macro=report(res("figures", "trajectory.png"), caption="../report/trajectory.rst", category="Figures"),
+        sets=report(res("figures", "trajectory_sets.png"), caption="../report/trajectory_sets.rst",
+                    category="Figures"),
+        lengths=report(res("figures", "trajectory_lengths.png"), caption="../report/trajectory_lengths.rst",
+                       category="Figures"),
     params:
+        out_dir=lambda w, output: os.path.dirname(output.macro),
         experiment=EXP,
     localrule: True
     log:
@@ -115,7 +193,7 @@ rule figure_trajectory:
     benchmark:
         bench("report", "figure_trajectory.tsv")
     shell:
-        "python -m reset.report figure-trajectory --table {input} --out {output}"
+        "python -m reset.report figure-trajectory --table {input} --out-dir {params.out_dir}"
         " --experiment {params.experiment} > {log} 2>&1"
 
 
@@ -126,6 +204,7 @@ rule provenance:
         # re-run whenever the results change, so the recorded commit and versions are the ones used
         tables=res("tables", "main_results.csv"),
         filter_reports=[res("data", name, "filter_report.json") for name in DATASETS],
+        eval_summaries=all_eval_summaries,
     output:
         res("provenance.json"),
     params:
@@ -140,7 +219,7 @@ rule provenance:
         bench("report", "provenance.tsv")
     shell:
         "python -m reset.report provenance {params.config} --data-dir {params.data_dir} --repo {params.repo}"
-        " --out {output} > {log} 2>&1"
+        " --eval-summaries {input.eval_summaries} --out {output} > {log} 2>&1"
 
 
 rule report:

@@ -44,9 +44,9 @@ rule sample:
         args=sweep_args(),
     threads: 1
     log:
-        logs(policy.collection_path(config, "sampling", "shard{shard}.log")),
+        logs(policy.collection_path(CFG, "sampling", "shard{shard}.log")),
     benchmark:
-        bench(policy.collection_path(config, "sampling", "shard{shard}.tsv"))
+        bench(policy.collection_path(CFG, "sampling", "shard{shard}.tsv"))
     shell:
         "python -m reset.sample sweep --subset {input.subset} --model {input.model}"
         " --shard {wildcards.shard} {params.args} --threads {threads} --out {output} > {log} 2>&1"

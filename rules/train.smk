@@ -27,6 +27,7 @@ rule train:
     params:
         launcher=train_launcher,
         args=train_args,
+        runtime=runtime_flags(S.training),
         checkpoints=lambda w: checkpoint_dir(w.trained, w.seed),
         trajectory=lambda w: res("trajectory", w.trained, f"seed{w.seed}"),
     threads: 2
@@ -39,7 +40,7 @@ rule train:
     shell:
         "{params.launcher} --model {input.model} --train {input.train} --dev {input.dev}"
         " --out {output.model} --trajectory-out {params.trajectory} --checkpoint-dir {params.checkpoints}"
-        " --threads {threads} {params.args} > {log} 2>&1"
+        " --threads {threads} {params.args} {params.runtime} > {log} 2>&1"
 
 
 TARGETS.append(training_targets)

@@ -37,3 +37,14 @@ def tiny_llama_dir(smollm2_dir) -> Path:
     if not (out / "model.safetensors").exists():
         build_tiny_llama(out, smollm2_dir, seed=0)
     return out
+
+
+@pytest.fixture(scope="session")
+def e2e_run(tiny_llama_dir, tmp_path_factory):
+    """(workdir, results dir, reviewer-path dry-run text) of the finished tiny end-to-end run.
+
+    Shared by every test file that needs a finished run; tests must not change it (dry runs only).
+    """
+    from e2e_support import finished_run
+
+    return finished_run(tiny_llama_dir, tmp_path_factory)

@@ -10,7 +10,8 @@ from the scored evaluation parquets, and that the report is self-contained.
 from __future__ import annotations
 
 import json
-import os
+import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,55 +20,16 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from e2e_support import EXP, e2e_config_path, failure_report, snakemake
 
-from reset.variants import KIND, TRAJECTORY_VARIANTS, VARIANTS
+from reset.variants import KIND, STAGE2_START, TRAJECTORY_VARIANTS, VARIANTS
 
 REPO = Path(__file__).resolve().parents[1]
-SNAKEMAKE = Path(sys.executable).parent / "snakemake"
-EXP = "e2e"
-
-
-def e2e_config(tiny_llama_dir, tmp_path) -> Path:
-    """The overlay with the tiny model filled in and the shipped raw files made absolute."""
-    overlay = yaml.safe_load((REPO / "tests" / "e2e_config.yaml").read_text())
-    base = yaml.safe_load((REPO / "config.yaml").read_text())
-    tiny = str(tiny_llama_dir)
-    for role in ("base", "instruct"):
-        overlay["models"][role]["source"] = tiny
-    for judge in ("if", "if_supercharged", "nli"):
-        overlay["judges"][judge]["model"] = tiny
-    overlay["datasets"] = {
-        name: {**spec, "source": str(REPO / spec["source"])} for name, spec in base["datasets"].items()
-    }
-    overlay.setdefault("training", {})["deepspeed_config"] = str(REPO / base["training"]["deepspeed_config"])
-    path = tmp_path / "e2e.yaml"
-    path.write_text(yaml.safe_dump(overlay, sort_keys=False))
-    return path
-
-
-def snakemake(workdir, configfile, *args, timeout=1500):
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    command = [str(SNAKEMAKE), "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
-               "--configfile", str(REPO / "config.yaml"), str(configfile), "--cores", "2", *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
-
-
-def failure_report(result, workdir) -> str:
-    logs = sorted((workdir / "logs").rglob("*.log"), key=lambda p: p.stat().st_mtime)[-3:]
-    tails = "\n".join(f"--- {p}\n" + "\n".join(p.read_text(errors="replace").splitlines()[-30:]) for p in logs)
-    return f"snakemake failed ({result.returncode})\n{result.stderr[-6000:]}\n{tails}"
 
 
 @pytest.fixture(scope="module")
-def run(tiny_llama_dir, tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("e2e")
-    configfile = e2e_config(tiny_llama_dir, workdir)
-    # the reviewer path: the main table needs neither the trajectories nor figures nor the report
-    plan = snakemake(workdir, configfile, f"results/{EXP}/tables/main_results.csv", "--dry-run", "--quiet", "rules")
-    assert plan.returncode == 0, failure_report(plan, workdir)
-    result = snakemake(workdir, configfile)
-    assert result.returncode == 0, failure_report(result, workdir)
-    return workdir, workdir / "results" / EXP, plan.stdout + plan.stderr
+def run(e2e_run):
+    return e2e_run
 
 
 def test_reviewer_path_builds_only_what_the_table_needs(run):
@@ -99,9 +61,29 @@ def test_every_table_row_and_figure_exists(run):
     assert set(coverage.dataset) == {d for d in seen + unseen if KIND[d] == "extractive_qa"}
     traj = pd.read_csv(results / "tables" / "trajectory.csv")
     points = {(v, p) for v in TRAJECTORY_VARIANTS for p in ("first", "best", "last")}
+    points |= {(v, "start") for v in STAGE2_START}   # a second stage starts at stage 1's best
     assert set(zip(traj.variant, traj.point, strict=True)) == points
-    for name in ("tradeoff", "two_stage", "trajectory", "lengths"):
+    for name in ("tradeoff", "two_stage", "trajectory", "trajectory_sets", "trajectory_lengths", "lengths",
+                 "claims_forest"):
         assert (results / "figures" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+    examples = pd.read_csv(results / "tables" / "examples.csv")
+    assert set(examples.dataset) == set(seen + unseen) and set(examples.variant) == set(VARIANTS)
+
+
+def test_claims_recompute_from_the_main_table(run):
+    _, results, _ = run
+    claims = pd.read_csv(results / "tables" / "claims.csv")
+    assert len(claims) == 17 and set(claims.verdict) <= {"reproduced", "contradicted", "inconclusive"}
+    main = pd.read_csv(results / "tables" / "main_results.csv").set_index(["variant", "dataset", "metric"])
+    for row in claims.itertuples():
+        group = row.datasets.split(":")[0]
+        if "@" in row.variant_a or group not in ("all", "seen", "unseen") or math.isnan(row.effect):
+            continue
+        expected = (main.loc[(row.variant_b, f"macro_{group}", row.metric), "mean"]
+                    - main.loc[(row.variant_a, f"macro_{group}", row.metric), "mean"])
+        assert row.effect == pytest.approx(expected, abs=1e-12)
+        assert row.ci_low <= row.effect + 1e-12 and row.effect <= row.ci_high + 1e-12
+    assert claims.loc[claims.claim.str.startswith("3"), "effect"].notna().all()   # trajectories were evaluated
 
 
 def test_main_table_recomputes_from_eval_parquets(run):
@@ -147,8 +129,10 @@ def test_eval_parquets_cover_the_eval_splits(run):
 def test_report_is_self_contained_and_snakemake_report_works(run, tmp_path):
     workdir, results, _ = run
     page = (results / "report.html").read_text()
-    assert page.count('src="data:image/png;base64,') == 4
+    assert page.count('src="data:image/png;base64,') == 7
+    assert page.index("Reproduction verdicts") < page.index("<h2>Main results")
     for needle in ("Main results", "Two-stage", "Checkpoint trajectories", "Provenance", "sha256",
+                   "Example generations", "claims checked",
                    "Configuration used", "instruct_mtl_reset_s"):
         assert needle in page
     prov = json.loads((results / "provenance.json").read_text())
@@ -167,5 +151,31 @@ def test_report_is_self_contained_and_snakemake_report_works(run, tmp_path):
     assert html.stat().st_size > 10_000
 
 
-def e2e_config_path(workdir) -> Path:
-    return workdir / "e2e.yaml"
+EVAL_RULES = ("eval_generate", "eval_score", "eval_trajectory_generate", "eval_trajectory_score")
+
+
+def test_tables_are_byte_identical_without_the_evaluation_store(run, tmp_path):
+    """The run evaluated each distinct model once (zero-shot `instruct` is one model for both seeds,
+    `base_cd` and `instruct_cd` of a seed are one model); evaluating every variant for itself, with
+    the store turned off, writes every table byte for byte the same."""
+    workdir, results, _ = run
+    logs = workdir / "logs" / EXP
+    reused = {str(p.relative_to(logs)) for p in logs.rglob("*.log") if "reused:" in p.read_text(errors="replace")}
+    assert {"eval/instruct/seed1/generate_shard0.log", "eval/instruct/seed2/generate_shard0.log"} & reused
+    assert {"eval/instruct/seed1/score.log", "eval/instruct/seed2/score.log"} & reused
+    summaries = [json.loads((results / "eval" / v / "seed1" / "summary.json").read_text())["store"]
+                 for v in ("base_cd", "instruct_cd")]
+    assert summaries[0]["key"] == summaries[1]["key"] and sorted(s["reused"] for s in summaries) == [False, True]
+
+    copy = tmp_path / "without_store"   # the shared run stays as it is
+    shutil.copytree(workdir, copy, symlinks=True)
+    shutil.rmtree(copy / "results" / EXP / "eval_store")
+    result = snakemake(copy, e2e_config_path(copy), "--forcerun", *EVAL_RULES, env={"RESET_EVAL_STORE": "0"})
+    assert result.returncode == 0, failure_report(result, copy)
+    assert not (copy / "results" / EXP / "eval_store").exists()
+    assert not any("reused:" in p.read_text(errors="replace") for p in (copy / "logs" / EXP / "eval").rglob("*.log"))
+    tables = sorted(p.name for p in (results / "tables").iterdir())
+    assert "main_results.csv" in tables and "trajectory.csv" in tables
+    for name in tables:
+        assert (copy / "results" / EXP / "tables" / name).read_bytes() == (results / "tables" / name).read_bytes(), name
+

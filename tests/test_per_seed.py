@@ -13,7 +13,7 @@ import json
 import pandas as pd
 import pytest
 import yaml
-from test_e2e import e2e_config, failure_report, snakemake
+from e2e_support import e2e_config, failure_report, snakemake
 
 SEEDS = (1, 2)
 EXP = "e2e_per_seed"

@@ -188,9 +188,9 @@ def test_a_key_pasted_into_api_key_env_is_refused_without_echoing_it(tmp_path):
 
 
 def test_over_long_prompts_are_cut_to_the_context_window_and_counted(tiny_llama_dir, caplog):
+    from reset.inference import generate
     from reset.models import load_causal_lm, load_tokenizer
     from reset.prompts import render_prompt
-    from reset.sample import generate
 
     model, tokenizer = load_causal_lm(tiny_llama_dir), load_tokenizer(tiny_llama_dir)
     window = model.config.max_position_embeddings
@@ -208,7 +208,7 @@ def test_over_long_prompts_are_cut_to_the_context_window_and_counted(tiny_llama_
 
 
 def test_fit_context_keeps_head_and_tail():
-    from reset.sample import fit_context
+    from reset.inference import fit_context
 
     ids = list(range(100))
     (cut,), which = fit_context([ids], 40)

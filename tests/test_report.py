@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from reset import report, tables
-from reset.variants import KIND, TRAJECTORY_VARIANTS, TWO_STAGE, VARIANTS
+from reset import claims, report, tables
+from reset.variants import KIND, STAGE2_START, TRAJECTORY_VARIANTS, TWO_STAGE, VARIANTS
 
 SEEN = ["nq", "msmarco", "cnn_dailymail", "alpaca_eval", "vicuna_eval", "koala_eval"]
 UNSEEN = ["bioasq", "searchqa", "wikisum"]
@@ -35,6 +35,9 @@ def write_scored(root, variants=VARIANTS, seeds=SEEDS, points=(None,), rows=4, s
                     nan = [math.nan] * rows
                     frame = pd.DataFrame({
                         "id": [f"{dataset}-{i:012x}" for i in range(rows)], "dataset": dataset, "kind": kind,
+                        "instruction": f"Answer the {dataset} task.", "question": "" if kind == "if" else "why?",
+                        "context": "" if kind == "if" else "passage one\npassage two",
+                        "references": [["ref a", "ref b"]] * rows,
                         "prediction": [f"answer {i}" for i in range(rows)],
                         "n_tokens": rng.integers(1, 48, rows), "finish_reason": "eos",
                         "if_score": rng.integers(1, 11, rows) / 10 if kind == "if" else nan,
@@ -58,7 +61,12 @@ def built(tmp_path_factory):
     write_scored(root / "eval_trajectory", variants=TRAJECTORY_VARIANTS, points=("first", "best", "last"), seed=1)
     report.write_tables(root / "eval", list(VARIANTS), SEEDS, SEEN, UNSEEN, root / "tables", "synthetic")
     report.write_trajectory_table(root / "eval_trajectory", TRAJECTORY_VARIANTS, SEEDS, SEEN, UNSEEN,
-                                  root / "tables" / "trajectory.csv")
+                                  root / "tables" / "trajectory.csv", start_eval_dir=root / "eval")
+    common = ["--eval-dir", str(root / "eval"), "--seeds", *map(str, SEEDS), "--seen", *SEEN, "--unseen", *UNSEEN]
+    assert claims.main([*common, "--trajectory-dir", str(root / "eval_trajectory"), "--bootstrap-resamples", "200",
+                        "--seed", "0", "--similarity-margin", "0.02", "--out-dir", str(root / "tables")]) == 0
+    assert report.main(["examples", *common, "--variants", *VARIANTS, "--examples-per-set", "2", "--seed", "0",
+                        "--out", str(root / "tables" / "examples.csv")]) == 0
     return root
 
 
@@ -177,6 +185,56 @@ def test_trajectory_table_covers_points(built):
     assert (row["mean"].item(), row["std"].item()) == pytest.approx((np.mean(per_seed), np.std(per_seed, ddof=1)))
 
 
+def test_second_stage_starts_at_the_model_it_was_trained_from(built):
+    """As the paper draws it: stage 2's first point is stage 1's best checkpoint (its main evaluation)."""
+    traj = pd.read_csv(built / "tables" / "trajectory.csv")
+    starts = set(zip(traj[traj.point == "start"].variant, strict=True))
+    assert starts == {("base_cd_if",), ("instruct_cd",)}          # base_cd is a first stage: no start
+    main = pd.read_csv(built / "tables" / "main_results.csv").set_index(["variant", "dataset", "metric"])
+    for after, before in STAGE2_START.items():
+        for dataset, metric in (("macro_all", "faithfulness"), ("alpaca_eval", "if"), ("nq", "task")):
+            row = traj[(traj.variant == after) & (traj.point == "start") & (traj.dataset == dataset)
+                       & (traj.metric == metric)]
+            assert row["mean"].item() == pytest.approx(main.loc[(before, dataset, metric), "mean"])
+    assert tables.trajectory_points("base_cd_if", {("base_cd_if", "start")}) == ["start", "best", "last"]
+    assert tables.trajectory_points("base_cd", {("base_cd_if", "start")}) == ["first", "best", "last"]
+
+
+def test_example_generations_side_by_side(built):
+    frame = pd.read_csv(built / "tables" / "examples.csv", keep_default_na=False)
+    assert set(frame.dataset) == set(SEEN + UNSEEN)
+    for dataset, by_set in frame.groupby("dataset"):
+        assert by_set["id"].nunique() == 2 and len(by_set) == 2 * len(VARIANTS)
+        assert set(by_set.variant) == set(VARIANTS)
+        scored = pd.read_parquet(built / "eval" / "instruct_mtl" / f"seed{SEEDS[0]}" / f"{dataset}.parquet")
+        row = by_set[by_set.variant == "instruct_mtl"].iloc[0]
+        truth = scored.set_index("id").loc[row["id"]]
+        assert row["prediction"] == truth["prediction"] and row["references"] == "ref a | ref b"
+        column = "if_score" if KIND[dataset] == "if" else "faithfulness"
+        if not (isinstance(truth[column], float) and math.isnan(truth[column])):
+            assert float(row[column]) == pytest.approx(truth[column])
+    # seeded: the same seed picks the same ids, and a set's pick does not depend on the other sets
+    from reset.examples import pick
+
+    ids = [f"x{i}" for i in range(50)]
+    assert pick(ids, 3, 0, "nq") == pick(list(reversed(ids)), 3, 0, "nq") != pick(ids, 3, 1, "nq")
+    assert len(pick(ids[:2], 3, 0, "nq")) == 2
+
+
+def test_captions_have_one_source():
+    """Every caption the report and the tables print comes from report/*.rst."""
+    from reset import captions
+
+    assert "best mean per column in bold" in captions.text("main_results")
+    assert "<code>macro_seen</code>" in captions.html("main_results")
+    assert r"\texttt{macro\_seen}" in captions.latex("main_results") and "``" not in captions.latex("main_results")
+    for name in report.FIGURES:
+        assert captions.text(name)
+    with pytest.raises(FileNotFoundError, match="report/nothing.rst"):
+        captions.rst("nothing")
+    assert "SPEC" not in "".join(p.read_text() for p in captions.CAPTIONS_DIR.glob("*.rst"))
+
+
 def test_markdown_latex_layout(built):
     md = (built / "tables" / "main_results.md").read_text()
     lines = [line for line in md.splitlines() if line.startswith("|")]
@@ -198,10 +256,12 @@ def test_figures_and_html_report(built, tmp_path):
     from matplotlib.image import imread
 
     report.write_figures(built / "tables", built / "figures", "synthetic")
-    from reset import figures
-
-    figures.trajectory(pd.read_csv(built / "tables" / "trajectory.csv"), built / "figures" / "trajectory.png")
-    for name in ("tradeoff", "two_stage", "lengths", "trajectory"):
+    assert report.main(["figure-trajectory", "--table", str(built / "tables" / "trajectory.csv"),
+                        "--out-dir", str(built / "figures")]) == 0
+    assert report.main(["figure-claims", "--table", str(built / "tables" / "claims.csv"), "--similarity-margin", "0.02",
+                        "--out", str(built / "figures" / "claims_forest.png")]) == 0
+    for name in ("tradeoff", "two_stage", "lengths", "trajectory", "trajectory_sets", "trajectory_lengths",
+                 "claims_forest"):
         path = built / "figures" / f"{name}.png"
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         image = imread(path)
@@ -236,11 +296,20 @@ def test_figures_and_html_report(built, tmp_path):
     out = built / "report.html"
     report.write_html(built / "tables", built / "figures", prov_path, out, "synthetic")
     page = out.read_text()
-    assert page.count('src="data:image/png;base64,') == 4
+    assert page.count('src="data:image/png;base64,') == 7
     assert "http://" not in page.replace("http://www.w3.org", "") and 'href="' not in page
     for needle in ("Main results", "Two-stage", "Checkpoint trajectories", "n-gram coverage", "Provenance",
-                   prov["git"]["commit"], nq["files"][0]["sha256"], "instruct_mtl_reset_s", "<i>wikisum</i>"):
+                   prov["git"]["commit"], nq["files"][0]["sha256"], "instruct_mtl_reset_s", "<i>wikisum</i>",
+                   "Example generations", "ref a | ref b", "5b_reset_if_unseen", "claims checked"):
         assert needle in page
+    # the verdicts and their forest plot come first, before the raw tables
+    assert page.index("Reproduction verdicts") < page.index("Figure 1.") < page.index("<h2>Main results")
+    assert "Table 1.</b> Reproduction verdicts" in page
+    assert page.count("Table 1.") == 1 and "Table 5." in page
+    # the captions are the report/*.rst texts
+    from reset import captions
+
+    assert captions.html("main_results") in page and captions.html("trajectory_sets") in page
 
 
 def test_tradeoff_axes_show_negative_faithfulness(built, tmp_path):
@@ -257,6 +326,7 @@ def test_show_and_cli_help(built, capsys):
     assert report.show(built) == 0
     out = capsys.readouterr().out
     assert "IF score" in out and "faithfulness" in out and "bioasq*" in out and "instruct_mtl_reset_s" in out
+    assert "Reproduction verdicts: 17 claims checked" in out and "5b_reset_if_unseen" in out
     assert "Report not built yet" in out or "Report:" in out
     assert report.show(built / "nowhere") == 1
     help_text = subprocess.run([sys.executable, "-m", "reset.report", "--help"], capture_output=True, text=True)

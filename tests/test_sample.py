@@ -1,16 +1,15 @@
-"""reset.sample: the shared generate(), seeds, the decoding sweep, sharding and the CLI."""
+"""reset.inference.generate and reset.sample: generation, seeds, the decoding sweep, sharding and the CLI."""
 
 from __future__ import annotations
 
 import pandas as pd
 import pytest
 
+from reset.inference import _apply_top_k, generate
 from reset.prompts import render_prompt
 from reset.sample import (
-    _apply_top_k,
     derive_seed,
     draw_subset,
-    generate,
     main,
     plan_rows,
     round_param,

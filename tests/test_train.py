@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from reset import checkpoints as C
 from reset import train as T
 
 REPO = Path(__file__).resolve().parents[1]
@@ -305,7 +306,7 @@ def test_killed_run_resumes_from_its_last_complete_checkpoint(tiny_llama_dir, da
     out = tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, "-m", "reset.train", *cli(tiny_llama_dir, data_dir, out, **opts)],
                             env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    marker = out / "checkpoints" / "checkpoint-2" / T.COMPLETE_MARKER
+    marker = out / "checkpoints" / "checkpoint-2" / C.COMPLETE_MARKER
     deadline = time.time() + 300
     while not marker.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.02)
@@ -313,8 +314,8 @@ def test_killed_run_resumes_from_its_last_complete_checkpoint(tiny_llama_dir, da
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
     assert not (out / "model").exists()
-    resume_from = T.latest_complete_checkpoint(out / "checkpoints")
-    step = T.checkpoint_step(resume_from)
+    resume_from = C.latest_complete_checkpoint(out / "checkpoints")
+    step = C.checkpoint_step(resume_from)
     assert 2 <= step < 14
     # a checkpoint that was being written when the job died has no marker and must not be used
     half = out / "checkpoints" / "checkpoint-12"
@@ -351,8 +352,8 @@ def test_job_killed_while_exporting_only_exports_on_rerun(tiny_llama_dir, data_d
         with pytest.raises(KeyboardInterrupt):
             T.main(cli(tiny_llama_dir, data_dir, tmp_path))
     checkpoints = tmp_path / "checkpoints"
-    last = T.latest_complete_checkpoint(checkpoints)
-    assert T.checkpoint_step(last) == 6 and not (last / "optimizer.pt").exists()
+    last = C.latest_complete_checkpoint(checkpoints)
+    assert C.checkpoint_step(last) == 6 and not (last / "optimizer.pt").exists()
     assert not (checkpoints / "checkpoint-2" / "optimizer.pt").exists()  # kept for export only
     with caplog.at_level("INFO", logger="reset.train"):
         assert T.main(cli(tiny_llama_dir, data_dir, tmp_path)) == 0
@@ -371,19 +372,19 @@ def test_changed_inputs_do_not_resume_stale_checkpoints(tmp_path):
         d = root / f"checkpoint-{step}"
         d.mkdir(parents=True)
         (d / "trainer_state.json").write_text("{}")
-        (d / T.COMPLETE_MARKER).write_text("{}")
+        (d / C.COMPLETE_MARKER).write_text("{}")
     (root / "checkpoint-6").mkdir()  # incomplete
-    T.prepare_checkpoint_dir(root, {"a": 1})  # no fingerprint yet: unknown provenance, start fresh
-    assert T.latest_complete_checkpoint(root) is None and not T.list_checkpoints(root)
+    C.prepare_checkpoint_dir(root, {"a": 1})  # no fingerprint yet: unknown provenance, start fresh
+    assert C.latest_complete_checkpoint(root) is None and not C.list_checkpoints(root)
     d = root / "checkpoint-2"
     d.mkdir()
     (d / "trainer_state.json").write_text("{}")
-    (d / T.COMPLETE_MARKER).write_text("{}")
+    (d / C.COMPLETE_MARKER).write_text("{}")
     (root / "checkpoint-4").mkdir()
-    T.prepare_checkpoint_dir(root, {"a": 1})  # same job: keep complete, drop incomplete
-    assert T.latest_complete_checkpoint(root) == d and sorted(T.list_checkpoints(root)) == [2]
-    T.prepare_checkpoint_dir(root, {"a": 2})  # different job: start fresh
-    assert T.latest_complete_checkpoint(root) is None
+    C.prepare_checkpoint_dir(root, {"a": 1})  # same job: keep complete, drop incomplete
+    assert C.latest_complete_checkpoint(root) == d and sorted(C.list_checkpoints(root)) == [2]
+    C.prepare_checkpoint_dir(root, {"a": 2})  # different job: start fresh
+    assert C.latest_complete_checkpoint(root) is None
 
 
 # ---------------------------------------------------------------- DeepSpeed ZeRO-3
