@@ -7,16 +7,22 @@ once: every scoring step works on the unique pairs and writes a small
 
 Subcommands:
   items   unique IF candidates as judge input {id, question, answer, text}
-          (the judge itself runs as `python -m reset.judge`)
+          (the judge itself runs as `python -m reset.judge`); cut-off candidates
+          are left out unless --allow-truncated (they could never be ranked)
   score   faithfulness (span coverage / SummaC-ZS) or task score (EM / ROUGE-L)
           of the unique candidates
   select  weighted ranking and the curated set:
             total = task + if_weight * (1_IF * if_score + 1_CD * faithfulness)
           top-1 per example (ties: lowest round, then lowest setting index),
           then `--per-pool` examples per pool (highest chosen total first).
+          A candidate cut off at the generation cap (finish_reason "length") is
+          left out of the ranking unless --allow-truncated: training appends EOS
+          to the chosen text, so a cut-off answer would teach stopping mid-sentence.
           A candidate without a needed score (e.g. the IF judge failed) is left
-          out of the ranking, never counted as 0; an example with no scored
-          candidate is dropped and counted.
+          out of the ranking, never counted as 0. An example left with no
+          complete candidate, or with no scored one, is dropped; the summary
+          counts both, per pool, and records how the data was collected
+          (--data-mode, --source-seed).
 """
 
 from __future__ import annotations
@@ -36,6 +42,10 @@ CANDIDATE_REQUIRED = ["id", "dataset", "kind", "pool", "round", "param", "value"
                       "seed", "text", "n_tokens", "finish_reason"]
 SUBSET_REQUIRED = [*EXAMPLE_COLUMNS, "pool"]
 PAIR = ["id", "text"]
+# exclusion reason of a candidate that stopped at max_new_tokens, and the two drop reasons of an example
+CUT_OFF = "cut off at max_new_tokens"
+NO_COMPLETE = "no complete candidate"
+NO_SCORE = "no scored candidate"
 
 
 # ---------------------------------------------------------------- reading
@@ -70,6 +80,11 @@ def read_subset(path):
     if not subset["id"].is_unique:
         raise ValueError(f"{path}: example ids are not unique")
     return subset.set_index("id", drop=False)
+
+
+def is_cut_off(cands):
+    """Candidates that stopped at the generation cap instead of the model's EOS."""
+    return cands["finish_reason"].astype(str) == "length"
 
 
 def unique_pairs(cands):
@@ -134,8 +149,10 @@ def attach_scores(cands, if_scores, faithfulness, task):
     return out
 
 
-def missing_reason(row) -> str | None:
-    """Why a candidate cannot be ranked (a needed score is missing), or None."""
+def missing_reason(row, allow_truncated=False) -> str | None:
+    """Why a candidate cannot be ranked (cut off, or a needed score is missing), or None."""
+    if not allow_truncated and row["finish_reason"] == "length":
+        return CUT_OFF
     if _nan(row["task"]):
         return "no task score"
     if row["kind"] == "if":
@@ -156,10 +173,13 @@ def weighted_total(kind, task, if_score, faithfulness, if_weight):
     return task + if_weight * (if_score if kind == "if" else faithfulness)
 
 
-def rank(cands, if_weight):
-    """Add total, excluded (reason or None) and chosen (top-1 per example; ties: lowest round, setting)."""
+def rank(cands, if_weight, allow_truncated=False):
+    """Add total, excluded (reason or None) and chosen (top-1 per example; ties: lowest round, setting).
+
+    Cut-off candidates are excluded unless allow_truncated.
+    """
     out = cands.sort_values(["id", "round", "setting_index"]).reset_index(drop=True)
-    reasons = [missing_reason(row) for row in out.to_dict("records")]
+    reasons = [missing_reason(row, allow_truncated) for row in out.to_dict("records")]
     out["excluded"] = reasons
     out["total"] = [
         math.nan if reason else weighted_total(k, t, s, f, if_weight)
@@ -172,6 +192,30 @@ def rank(cands, if_weight):
     best = ranked.loc[ranked.groupby("id", sort=False)["total"].idxmax()] if len(ranked) else ranked
     out.loc[best.index, "chosen"] = True
     return out
+
+
+def dropped_reasons(ranked) -> dict:
+    """{id: reason} of the examples without a chosen candidate: no complete candidate, or no scored one."""
+    out = {}
+    for ex_id, group in ranked.groupby("id", sort=True):
+        if group["chosen"].any():
+            continue
+        out[ex_id] = NO_COMPLETE if (group["excluded"] == CUT_OFF).all() else NO_SCORE
+    return out
+
+
+def pool_counts(ranked, dropped, pools) -> dict:
+    """Per pool: examples, candidates, cut-off candidates and the examples dropped for each reason."""
+    counts = {}
+    for pool in pools:
+        rows = ranked[ranked["pool"] == pool]
+        ids = set(rows["id"])
+        counts[pool] = {
+            "examples": len(ids), "candidates": len(rows), "cut_off": int(is_cut_off(rows).sum()),
+            "dropped_no_complete": sum(1 for i in ids if dropped.get(i) == NO_COMPLETE),
+            "dropped_no_score": sum(1 for i in ids if dropped.get(i) == NO_SCORE),
+        }
+    return counts
 
 
 def select_per_pool(chosen, per_pool, pools):
@@ -201,6 +245,7 @@ def curated_frame(kept, subset):
             "round": row["round"], "param": row["param"], "value": row["value"],
             "setting_index": row["setting_index"], "total": row["total"], "task": row["task"],
             "if_score": row["if_score"], "faithfulness": row["faithfulness"],
+            "n_tokens": row["n_tokens"], "finish_reason": row["finish_reason"],
         })
     import pandas as pd
 
@@ -216,11 +261,17 @@ def cmd_items(args) -> None:
     from reset.io import write_json, write_parquet
 
     cands = read_candidates(args.candidates, args.max_round)
+    cut = is_cut_off(cands) & (cands["kind"] == "if")
+    if not args.allow_truncated:
+        cands = cands[~is_cut_off(cands)]
     items, counts = judge_items(cands, read_subset(args.subset))
     write_parquet(pd.DataFrame(items, columns=["id", "question", "answer", "text"]), args.out)
-    write_json({"step": "if_judge_items", "max_round": args.max_round, **counts}, args.summary)
-    log.info("%d IF candidates -> %d judge items (%d saved by de-duplication)",
-             counts["candidates"], counts["unique"], counts["saved"])
+    write_json({"step": "if_judge_items", "max_round": args.max_round, "allow_truncated": args.allow_truncated,
+                "cut_off": int(cut.sum()), "cut_off_skipped": 0 if args.allow_truncated else int(cut.sum()),
+                **counts}, args.summary)
+    log.info("%d IF candidates -> %d judge items (%d saved by de-duplication; %d cut-off candidates %s)",
+             counts["candidates"], counts["unique"], counts["saved"], int(cut.sum()),
+             "kept" if args.allow_truncated else "not judged")
 
 
 def cmd_score(args) -> None:
@@ -270,28 +321,43 @@ def cmd_select(args) -> None:
         # reset.judge writes rating / score / error; name them for the candidates table
         if_scores = if_scores.rename(columns={"rating": "if_rating", "score": "if_score", "error": "if_error"})
     scored = attach_scores(cands, if_scores, pd.read_parquet(args.faithfulness), pd.read_parquet(args.task))
-    ranked = rank(scored, args.if_weight)
+    ranked = rank(scored, args.if_weight, args.allow_truncated)
     chosen = ranked[ranked["chosen"]]
-    dropped = sorted(set(ranked["id"]) - set(chosen["id"]))
+    reasons = dropped_reasons(ranked)
+    dropped = sorted(reasons)
     pools = list(dict.fromkeys(subset["pool"]))
     kept, per_pool = select_per_pool(chosen, args.per_pool, pools)
+    counts = pool_counts(ranked, reasons, pools)
+    for pool in pools:
+        kept_pool = kept[kept["pool"] == pool]
+        per_pool[pool] = {**counts[pool], **per_pool[pool], "kept_cut_off": int(is_cut_off(kept_pool).sum())}
+    if kept.empty:
+        raise ValueError(f"{args.name}: no example has a complete, scored candidate ({len(ranked)} candidates, "
+                         f"{int(is_cut_off(ranked).sum())} cut off at max_new_tokens); raise sampling.max_new_tokens, "
+                         "or set curation.allow_truncated: true to rank cut-off answers")
     curated = curated_frame(kept, subset)
     write_parquet(ranked, args.candidates_out)
     write_parquet(curated, args.out)
     excluded = ranked["excluded"].dropna()
     summary = {
         "name": args.name, "rounds": args.rounds, "if_weight": args.if_weight, "per_pool": args.per_pool,
+        "data": {"mode": args.data_mode, "source_seed": args.source_seed},
+        "allow_truncated": args.allow_truncated,
         "candidates": len(ranked), "examples": int(ranked["id"].nunique()), "curated": len(curated),
+        "cut_off_candidates": int(is_cut_off(ranked).sum()), "curated_cut_off": int(is_cut_off(kept).sum()),
         "excluded_candidates": len(excluded),
         "excluded_by_reason": {k.split(":")[0]: int(v) for k, v in excluded.str.split(":").str[0].value_counts().items()},
-        "dropped_examples": len(dropped), "dropped_ids": dropped[:50], "pools": per_pool,
+        "dropped_examples": len(dropped),
+        "dropped_by_reason": {reason: sum(1 for r in reasons.values() if r == reason) for reason in (NO_COMPLETE, NO_SCORE)},
+        "dropped_ids": dropped[:50], "pools": per_pool,
         "chosen_param": {k: int(v) for k, v in kept["param"].value_counts().items()} if len(kept) else {},
         "mean_total": float(kept["total"].mean()) if len(kept) else None,
     }
     write_json(summary, args.summary)
-    log.info("%s: %d examples, %d candidates (%d excluded), %d examples dropped, %d curated",
-             args.name, summary["examples"], summary["candidates"], summary["excluded_candidates"],
-             len(dropped), len(curated))
+    log.info("%s: %d examples, %d candidates (%d excluded, %d of them cut off), %d examples dropped "
+             "(%d without a complete candidate), %d curated", args.name, summary["examples"], summary["candidates"],
+             summary["excluded_candidates"], summary["excluded_by_reason"].get(CUT_OFF, 0), len(dropped),
+             summary["dropped_by_reason"][NO_COMPLETE], len(curated))
 
 
 def main(argv=None) -> int:
@@ -303,6 +369,8 @@ def main(argv=None) -> int:
     it.add_argument("--candidates", nargs="+", required=True, type=Path, help="sampling shard parquets")
     it.add_argument("--subset", required=True, type=Path, help="sampling/subset.parquet")
     it.add_argument("--max-round", type=int, default=None, help="only rounds 1..N (default: all)")
+    it.add_argument("--allow-truncated", action="store_true",
+                    help="also judge candidates cut off at max_new_tokens (curation.allow_truncated)")
     it.add_argument("--out", required=True, type=Path)
     it.add_argument("--summary", required=True, type=Path, help="de-duplication counts (JSON)")
 
@@ -325,6 +393,12 @@ def main(argv=None) -> int:
     se.add_argument("--rounds", type=int, default=1, help="rank candidates of rounds 1..N")
     se.add_argument("--per-pool", type=int, required=True, help="curated examples per pool")
     se.add_argument("--if-weight", type=float, default=2.0)
+    se.add_argument("--allow-truncated", action="store_true",
+                    help="rank candidates cut off at max_new_tokens too (curation.allow_truncated; default: excluded)")
+    se.add_argument("--data-mode", choices=["shared", "per_seed"], default="shared",
+                    help="recorded in the summary: one collection for all seeds, or one per seed (sampling.per_seed)")
+    se.add_argument("--source-seed", type=int, default=None,
+                    help="recorded in the summary: seed of the instruct_mtl checkpoint that sampled the candidates")
     se.add_argument("--out", required=True, type=Path, help="curated parquet (unified schema)")
     se.add_argument("--candidates-out", required=True, type=Path, help="every candidate with scores and `chosen`")
     se.add_argument("--summary", required=True, type=Path)

@@ -213,6 +213,8 @@ def collect(config: dict, repo=".", data_dir=None, preflight=None, eval_summarie
             "training": config["seeds"],
             "data.split_seed": config["data"]["split_seed"],
             "sampling.source_seed": config["sampling"]["source_seed"],
+            # true: every training seed's instruct_mtl sampled its own ReSet data (source_seed unused)
+            "sampling.per_seed": bool(config["sampling"].get("per_seed", False)),
             "evaluation": "greedy decoding (no sampling seed)",
         },
         "jobs": collect_jobs(results_dir),

@@ -38,6 +38,78 @@ FIGURES = {"claims_forest": "claims_forest.png", "tradeoff": "tradeoff.png", "tw
            "trajectory_lengths": "trajectory_lengths.png", "lengths": "lengths.png"}
 
 
+# ---------------------------------------------------------------- ReSet data and seen/unseen notes
+# (the choices behind them: docs/decisions.md, "ReSet sampling, candidate judges and curation"
+# and "Evaluation, tables and report")
+
+
+def seen_unseen_note(seen, unseen):
+    """The seen/unseen assignment of the evaluation sets (config evaluation.seen / unseen), for table captions."""
+    from reset.variants import KIND, SPLITS
+
+    trained = [d for d in seen if "train" in SPLITS.get(d, [])]
+    held_out_if = [d for d in seen if d not in trained and KIND.get(d) == "if"]
+    other = [d for d in seen if d not in trained and d not in held_out_if]
+    parts = []
+    if trained:
+        parts.append(f"{', '.join(trained)} (training split fine-tuned on)")
+    if held_out_if:
+        parts.append(f"{', '.join(held_out_if)} (instruction following: the task of the IF training sets, "
+                     "scored by the judge that ranked ReSet's data; their instructions held out)")
+    if other:
+        parts.append(", ".join(other))
+    return f"Seen sets: {'; '.join(parts) or 'none'}. Unseen sets: {', '.join(unseen) or 'none'}."
+
+
+def read_curation_summaries(paths):
+    """The curate step's summaries ({name}_summary.json), in the order given."""
+    return [json.loads(Path(p).read_text()) for p in paths or []]
+
+
+def reset_data_note(summaries):
+    """How ReSet's curated data was collected (shared or per seed) and what the cut-off policy was."""
+    if not summaries:
+        return ""
+    data = [s.get("data") or {} for s in summaries]
+    modes = {d.get("mode") for d in data}
+    if modes == {"per_seed"}:
+        seeds = sorted({d["source_seed"] for d in data if d.get("source_seed") is not None})
+        text = (f"ReSet data collected per seed: each seed's instruct_mtl (seeds {', '.join(map(str, seeds))}) "
+                "sampled, was judged and curated, and that seed's ReSet variants trained on its own set, so the "
+                "spread over seeds includes the data collection.")
+    elif modes == {"shared"}:
+        source = data[0].get("source_seed")
+        text = (f"ReSet data collected once, from instruct_mtl of seed {source}, and used by every seed's ReSet "
+                "variants: their spread over seeds covers the continued fine-tuning, not the data collection.")
+    else:
+        text = "ReSet data collection mode not recorded."
+    allowed = {s.get("allow_truncated") for s in summaries}
+    if allowed == {False}:
+        text += " Candidates cut off at the generation cap were not ranked."
+    elif True in allowed:
+        text += " Candidates cut off at the generation cap were ranked (curation.allow_truncated)."
+    return text
+
+
+def _curation_html(summaries):
+    """Per curated set and pool: candidates, cut-off ones, examples dropped and why, examples kept."""
+    if not summaries:
+        return ""
+    rows = []
+    for s in summaries:
+        data = s.get("data") or {}
+        where = f"seed {data['source_seed']}" if data.get("source_seed") is not None else "–"
+        for pool, c in s.get("pools", {}).items():
+            rows.append([s["name"], data.get("mode", "–"), where, pool, c.get("examples", "–"),
+                         c.get("candidates", "–"), c.get("cut_off", "–"), c.get("dropped_no_complete", "–"),
+                         c.get("dropped_no_score", "–"), c.get("kept", "–"), c.get("kept_cut_off", "–")])
+    return ("<h2>ReSet curated data</h2><p class=caption>" + html.escape(reset_data_note(summaries))
+            + " " + captions.html("curation") + "</p><div class=scroll>"
+            + tab.simple_html(["set", "mode", "sampled by", "pool", "examples", "candidates", "cut off",
+                               "dropped: no complete", "dropped: no score", "kept", "kept cut off"], rows)
+            + "</div>")
+
+
 # ---------------------------------------------------------------- tables
 
 
@@ -51,8 +123,11 @@ def _write_csv(frame, path):
         frame.to_csv(tmp, index=False)
 
 
-def write_tables(eval_dir, variants, seeds, seen, unseen, out_dir, experiment=""):
-    """All tables computed from the main evaluation (not the trajectories)."""
+def write_tables(eval_dir, variants, seeds, seen, unseen, out_dir, experiment="", curation=()):
+    """All tables computed from the main evaluation (not the trajectories); curation: summary dicts."""
+    # the fixed caption (report/*.rst) plus what this run decided: the seen/unseen sets, the ReSet data collection
+    main_notes = " ".join(filter(None, [seen_unseen_note(seen, unseen), reset_data_note(curation)]))
+    coverage_notes = seen_unseen_note(seen, unseen)
     datasets = [*seen, *unseen]
     columns = [*tab.METRIC_COLUMNS.values(), *tab.COVERAGE_COLUMNS.values(), *tab.LENGTH_COLUMNS.values()]
     rows = tab.read_eval(eval_dir, variants, seeds, datasets, columns=columns)
@@ -62,9 +137,10 @@ def write_tables(eval_dir, variants, seeds, seen, unseen, out_dir, experiment=""
     _write_csv(by_seed, out / "main_results_by_seed.csv")
     wide = tab.wide_table(main, variants, seen, unseen, list(tab.METRIC_COLUMNS))
     title = f"Main results{f' ({experiment})' if experiment else ''}"
-    _write_text(f"# {title}\n\n{captions.text('main_results')}\n\n" + tab.to_markdown(wide),
+    _write_text(f"# {title}\n\n{captions.text('main_results')} {main_notes}\n\n" + tab.to_markdown(wide),
                 out / "main_results.md")
-    _write_text(tab.to_latex(wide, captions.latex("main_results"), "tab:main_results"), out / "main_results.tex")
+    _write_text(tab.to_latex(wide, f"{captions.latex('main_results')} {tab.latex_escape(main_notes)}",
+                             "tab:main_results"), out / "main_results.tex")
 
     stages = tab.two_stage_results(main, by_seed)
     _write_csv(stages, out / "two_stage.csv")
@@ -77,9 +153,10 @@ def write_tables(eval_dir, variants, seeds, seen, unseen, out_dir, experiment=""
     coverage = tab.coverage_results(rows, variants, seen, unseen)
     _write_csv(coverage, out / "coverage.csv")
     wide = tab.wide_table(coverage, variants, seen, unseen, list(tab.COVERAGE_COLUMNS), macros=False)
-    _write_text(f"# N-gram coverage (extractive QA)\n\n{captions.text('coverage')}\n\n" + tab.to_markdown(wide),
-                out / "coverage.md")
-    _write_text(tab.to_latex(wide, captions.latex("coverage"), "tab:coverage"), out / "coverage.tex")
+    _write_text(f"# N-gram coverage (extractive QA)\n\n{captions.text('coverage')} {coverage_notes}\n\n"
+                + tab.to_markdown(wide), out / "coverage.md")
+    _write_text(tab.to_latex(wide, f"{captions.latex('coverage')} {tab.latex_escape(coverage_notes)}",
+                             "tab:coverage"), out / "coverage.tex")
 
     _write_csv(tab.length_results(rows, variants, seen, unseen), out / "lengths.csv")
     log.info("tables: %d rows in main_results.csv from %d evaluation rows", len(main), len(rows))
@@ -268,7 +345,7 @@ def _claims_html(claims_frame):
     return table
 
 
-def write_html(tables_dir, figures_dir, provenance, out, experiment, trajectory=True):
+def write_html(tables_dir, figures_dir, provenance, out, experiment, trajectory=True, curation=()):
     import pandas as pd
 
     from reset import claims as cl
@@ -308,7 +385,8 @@ def write_html(tables_dir, figures_dir, provenance, out, experiment, trajectory=
                       f"{settings.get('seed', '?')}; similarity margin {settings.get('similarity_margin', '?')}.")),
             figure("claims_forest"),
             "<h2>Main results</h2>",
-            table("main_results", tab.to_html(tab.wide_table(main, variants, seen, unseen, list(tab.METRIC_COLUMNS)))),
+            table("main_results", tab.to_html(tab.wide_table(main, variants, seen, unseen, list(tab.METRIC_COLUMNS))),
+                  esc(" ".join(filter(None, ["", seen_unseen_note(seen, unseen), reset_data_note(curation)])))),
             figure("tradeoff"),
             "<h2>Two-stage paradigm</h2>",
             table("two_stage_table", tab.simple_html(tab.TWO_STAGE_HEADER, tab.two_stage_rows(stages))),
@@ -326,7 +404,9 @@ def write_html(tables_dir, figures_dir, provenance, out, experiment, trajectory=
                                     na_values={c: [""] for c in ex.SCORE_COLUMNS.values()})),
              "<h2>Appendix: n-gram coverage</h2>",
              table("coverage", tab.to_html(tab.wide_table(coverage, variants, seen, unseen, list(tab.COVERAGE_COLUMNS),
-                                                          macros=False))),
+                                                          macros=False)),
+                  esc(f" {seen_unseen_note(seen, unseen)}")),
+             _curation_html(curation),
              _provenance_html(prov)]
     page = ("<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8>"
             f"<title>ReSet results: {esc(experiment)}</title><style>{CSS}</style></head><body>\n"
@@ -410,6 +490,8 @@ def main(argv=None) -> int:
     _eval_args(p)
     p.add_argument("--out-dir", required=True)
     p.add_argument("--experiment", default="")
+    p.add_argument("--curation-summaries", nargs="*", default=[],
+                   help="curated/.../{name}_summary.json: the captions state how ReSet's data was collected")
     p = sub.add_parser("trajectory", help="table of the first/best/last checkpoint evaluations")
     _eval_args(p)
     p.add_argument("--start-eval-dir", default=None,
@@ -449,6 +531,8 @@ def main(argv=None) -> int:
     p.add_argument("--provenance", required=True)
     p.add_argument("--experiment", required=True)
     p.add_argument("--no-trajectory", action="store_true", help="the run evaluated no checkpoint trajectories")
+    p.add_argument("--curation-summaries", nargs="*", default=[],
+                   help="curated/.../{name}_summary.json: the ReSet data section and caption")
     p.add_argument("--out", required=True)
     p = sub.add_parser("show", help="print the main table and where the report is")
     p.add_argument("results_dir", help="results/{experiment}")
@@ -457,7 +541,8 @@ def main(argv=None) -> int:
 
     if args.command == "tables":
         _check_variants(args.variants)
-        write_tables(args.eval_dir, args.variants, args.seeds, args.seen, args.unseen, args.out_dir, args.experiment)
+        write_tables(args.eval_dir, args.variants, args.seeds, args.seen, args.unseen, args.out_dir, args.experiment,
+                     read_curation_summaries(args.curation_summaries))
     elif args.command == "trajectory":
         _check_variants(args.variants)
         write_trajectory_table(args.eval_dir, args.variants, args.seeds, args.seen, args.unseen, args.out,
@@ -493,7 +578,7 @@ def main(argv=None) -> int:
             tmp.write_text(json.dumps(prov, indent=2, default=str) + "\n")
     elif args.command == "html":
         write_html(args.tables_dir, args.figures_dir, args.provenance, args.out, args.experiment,
-                   trajectory=not args.no_trajectory)
+                   trajectory=not args.no_trajectory, curation=read_curation_summaries(args.curation_summaries))
     else:
         return show(args.results_dir)
     return 0

@@ -186,8 +186,13 @@ class Training(Section):
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Sampling(Section):
-    source_seed: int = setting(1, "seed of the instruct_mtl checkpoint that ReSet samples from",
-                               schema={"minimum": 0})
+    per_seed: bool = setting(False, "false: ReSet's data is collected once, from instruct_mtl of source_seed, and "
+                                    "every seed's ReSet variants train on curated/{name}.parquet; true: each seed's "
+                                    "own instruct_mtl samples, is judged and curated (curated/seed{n}/...), which "
+                                    "multiplies the judge calls by the seeds, less what de-duplication and the cache "
+                                    "save (judge_cost_estimate.json covers all seeds; docs/decisions.md)")
+    source_seed: int = setting(1, "seed of the instruct_mtl checkpoint that ReSet samples from when per_seed is "
+                                  "false", schema={"minimum": 0})
     subset_per_dataset: int = setting(2000, "prompts drawn per sampling pool (IF mixture, nq, msmarco, "
                                             "cnn_dailymail)", schema={"minimum": 1})
     rounds: int = setting(2, "sampling rounds per prompt; each round draws the swept parameter (temperature or "
@@ -284,6 +289,10 @@ class Curation(Section):
     if_weight: float = setting(2.0, "weight of the IF score (IF pool) or the faithfulness score (context pools) "
                                     "in the ranking; the task score weighs 1",
                                schema={"minimum": 0})
+    allow_truncated: bool = setting(False, "false: candidates cut off at sampling.max_new_tokens (finish_reason "
+                                           "length) are neither judged nor ranked, and an example left without a "
+                                           "complete one is dropped (both counted per pool in the summary); true "
+                                           "ranks them like complete ones")
     per_dataset: int = setting(2000, "curated examples per pool of ReSet (paper: 2,000 x 4 pools = 8,000)",
                                schema={"minimum": 1})
     reset_s: ResetS = setting(ResetS(), "ReSet-S: fewer rounds and examples, judged by judges.if_supercharged")

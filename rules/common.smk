@@ -6,6 +6,7 @@ import shlex
 
 from snakemake.utils import validate
 
+from reset import policy
 from reset.variants import (
     CD_TRAIN,
     DATASETS,
@@ -40,6 +41,8 @@ from reset import settings as _settings
 
 # The typed view of the config (reset/settings.py defines every key once, with its default).
 S = _settings.load(config)
+# The same, as a complete mapping (defaults filled in), for the plain functions of reset/policy.py.
+CFG = S.to_dict()
 
 
 class Runtime:
@@ -173,12 +176,8 @@ def source_slug(source):
     return _slug(source)
 
 
-def model_source_for_role(role):
-    return getattr(S.models, role).source
-
-
 def pretrained_dir(source):
-    return res("models", "pretrained", source_slug(source))
+    return res(policy.pretrained_dir(source))
 
 
 def trusts_remote_code(source):
@@ -188,8 +187,7 @@ def trusts_remote_code(source):
 
 def variant_root_source(variant):
     """The configured model source a variant descends from (base or instruct)."""
-    kind, name = VARIANTS[variant]["init"].split(":", 1)
-    return model_source_for_role(name) if kind == "model" else variant_root_source(name)
+    return policy.variant_root_source(CFG, variant)
 
 
 def variant_trusts_remote_code(variant):
@@ -241,31 +239,25 @@ def model_task(source):
     return "causal-lm"
 
 
+# Which model starts which job and what it trains on: reset/policy.py (unit-tested there).
+
+
 def variant_model_dir(variant, seed):
     """The model a variant is evaluated with: its best checkpoint, or the pretrained one."""
-    spec = VARIANTS[variant]
-    if spec["data"] is None:
-        return pretrained_dir(model_source_for_role(spec["init"].split(":", 1)[1]))
-    return res("models", variant, f"seed{seed}")
+    return res(policy.variant_model_dir(CFG, variant, seed))
 
 
 def variant_init_dir(variant, seed):
-    kind, name = VARIANTS[variant]["init"].split(":", 1)
-    if kind == "model":
-        return pretrained_dir(model_source_for_role(name))
-    return res("models", name, f"seed{seed}")
+    return res(policy.variant_init_dir(CFG, variant, seed))
 
 
-def variant_train_data(variant):
-    kind, name = VARIANTS[variant]["data"].split(":", 1)
-    if kind == "mixture":
-        return res("data", "mixtures", name, "train.parquet")
-    return res("curated", f"{name}.parquet")
+def variant_train_data(variant, seed):
+    """A mixture, or the curated set of the seed's data collection (sampling.per_seed)."""
+    return res(policy.variant_train_data(CFG, variant, seed))
 
 
 def variant_dev_data(variant):
-    kind, name = VARIANTS[variant]["data"].split(":", 1)
-    return res("data", "mixtures", name if kind == "mixture" else "mtl", "dev.parquet")
+    return res(policy.variant_dev_data(variant))
 
 
 def judge_model_dir(judge):
@@ -567,13 +559,20 @@ def training_targets():
 # ---------------------------------------------------------------- ReSet
 # (sampling, candidate judges, curation: rules/sample.smk, judge.smk, curate.smk)
 
-if S.curation.reset_s.rounds > S.sampling.rounds:
-    raise ValueError(
-        f"config: curation.reset_s.rounds ({S.curation.reset_s.rounds}) exceeds "
-        f"sampling.rounds ({S.sampling.rounds}): ReSet-S ranks candidates of rounds that are never sampled"
-    )
+# Paths of the data collection: shared, or under seed{n}/ with sampling.per_seed, where the rules
+# carry a {seed} wildcard (reset/policy.py). In shared mode the paths have no wildcard.
+policy.check_collection(CFG)
+CURATED_JUDGE = policy.CURATED_JUDGE
+SAMPLING_VARIANT = policy.SAMPLING_VARIANT   # the multi-task checkpoint ReSet samples from
 
-CURATED_JUDGE = {"reset": "if", "reset_s": "if_supercharged"}
+
+def collection(stage, name):
+    """results/{exp}/{stage}/[seed{seed}/]{name}: a path pattern of the data collection."""
+    return res(policy.collection_path(CFG, stage, name))
+
+
+def candidate_scores(name):
+    return collection("scores/candidates", name)
 
 
 def sampling_pool_inputs():
@@ -590,31 +589,37 @@ def sampling_subset_args():
     return cli_args({"--per-pool": S.sampling.subset_per_dataset, "--seed": S.sampling.seed})
 
 
-SAMPLING_VARIANT = "instruct_mtl"   # the multi-task checkpoint ReSet samples from
-
-
 def sampling_model_dir():
-    """ReSet samples from SAMPLING_VARIANT of sampling.source_seed."""
-    return res("models", SAMPLING_VARIANT, f"seed{S.sampling.source_seed}")
+    """ReSet samples from SAMPLING_VARIANT of sampling.source_seed (per seed: of the {seed} wildcard)."""
+    return res(policy.sampling_model_dir(CFG))
 
 
 def sampling_shards():
-    return [res("sampling", f"shard{i}.parquet") for i in range(S.sampling.shards)]
+    return [res(p) for p in policy.sampling_shard_paths(CFG)]
+
+
+SWEEP_KEYS = ("shards", "rounds", "temperatures", "top_ks", "topk_temperature", "max_new_tokens", "batch_size", "seed")
 
 
 def sweep_args():
-    s = config["sampling"]
-    return cli_args({
-        "--shards": s["shards"], "--rounds": s["rounds"], "--temperatures": s["temperatures"],
-        "--top-ks": s["top_ks"], "--topk-temperature": s["topk_temperature"],
-        "--max-new-tokens": s["max_new_tokens"], "--batch-size": s["batch_size"], "--seed": s.get("seed", 0),
-        "--trust-remote-code": variant_trusts_remote_code(SAMPLING_VARIANT),
-    })
+    """Flags of `python -m reset.sample sweep`: the sampling keys of the sweep, named as in the config."""
+    return " ".join([_settings.flags(S.sampling, output=None, only=SWEEP_KEYS),
+                     cli_args({"--trust-remote-code": variant_trusts_remote_code(SAMPLING_VARIANT)})])
 
 
 def judge_rounds(judge):
     """The main IF judge scores round 1; the ReSet-S judge every round ReSet-S ranks."""
-    return 1 if judge == "if" else S.curation.reset_s.rounds
+    return policy.judge_rounds(CFG, judge)
+
+
+def truncated_flag():
+    """--allow-truncated when curation.allow_truncated lets cut-off candidates be judged and ranked."""
+    return "--allow-truncated" if policy.allow_truncated(CFG) else ""
+
+
+def judge_items_all(judge):
+    """One IF judge's items of every collection seed (what the cost estimate covers)."""
+    return [res(p) for p in policy.judge_items_paths(CFG, judge)]
 
 
 def judge_settings_json(judge):
@@ -636,7 +641,7 @@ def candidate_judge_inputs(wildcards):
     The estimate is a gate, not data: ancient() keeps a re-made estimate (prices or max_usd changed)
     from rerunning the judgements and everything trained on them.
     """
-    out = {"judge_items": res("scores", "candidates", f"{wildcards.judge}_items.parquet"),
+    out = {"judge_items": candidate_scores(f"{wildcards.judge}_items.parquet"),
            "estimate": ancient(res("judge_cost_estimate.json"))}
     if judge_model_dir(wildcards.judge):
         out["model"] = judge_model_dir(wildcards.judge)
@@ -654,7 +659,7 @@ def candidate_judge_args(wildcards):
 
 
 def judge_cost_args(wildcards, input):
-    jobs = " ".join(cli_args({"--job": [judge, judge_settings_json(judge), input[judge]]})
+    jobs = " ".join(cli_args({"--job": [judge, judge_settings_json(judge), *input[judge]]})
                     for judge in ("if", "if_supercharged"))
     return f"{jobs} {cli_args({'--max-usd': S.judges.max_usd, '--cache': judge_cache()})}"
 
@@ -664,17 +669,23 @@ def candidate_nli_args():
 
 
 def curate_args(wildcards):
-    cur = config["curation"]
-    reset_s = wildcards.curated == "reset_s"
+    made = policy.curation_policy(CFG, wildcards.curated)
+    mode = policy.data_mode(CFG, wildcards.get("seed", S.sampling.source_seed))
     return cli_args({
-        "--name": wildcards.curated, "--if-weight": cur["if_weight"],
-        "--rounds": cur["reset_s"]["rounds"] if reset_s else 1,
-        "--per-pool": cur["reset_s"]["per_dataset"] if reset_s else cur["per_dataset"],
+        "--name": wildcards.curated, "--if-weight": S.curation.if_weight,
+        "--rounds": made["rounds"], "--per-pool": made["per_pool"],
+        "--allow-truncated": policy.allow_truncated(CFG),
+        "--data-mode": mode["mode"], "--source-seed": mode["source_seed"],
     })
 
 
+def curation_summaries():
+    """Every curated set's summary (counts, exclusions, the data collection mode), for tables and report."""
+    return [res(p) for p in policy.curated_targets(CFG) if p.endswith("_summary.json")]
+
+
 def reset_targets():
-    return [res("curated", "reset.parquet"), res("curated", "reset_s.parquet"), res("judge_cost_estimate.json")]
+    return [res(p) for p in policy.curated_targets(CFG)] + [res("judge_cost_estimate.json")]
 
 
 # ---------------------------------------------------------------- targets

@@ -4,8 +4,10 @@
 #                                                  per pool; reset_s: curation.reset_s.rounds
 #                                                  rounds, judges.if_supercharged, reset_s.per_dataset
 #            curated/{curated}_candidates.parquet  every ranked candidate, its scores, total, chosen
-#            curated/{curated}_summary.json        counts, exclusions, dropped examples
-# total = task + curation.if_weight * (1_IF * if_score + 1_CD * faithfulness), top-1 per example.
+#            curated/{curated}_summary.json        counts, exclusions, dropped examples, data mode
+# total = task + curation.if_weight * (1_IF * if_score + 1_CD * faithfulness), top-1 per example;
+# cut-off candidates (finish_reason "length") are not ranked unless curation.allow_truncated.
+# With sampling.per_seed the three files are curated/seed{n}/... for every seed n.
 # The curated parquet is in the unified schema (references = [chosen text], gold in
 # gold_references), so the train rule fine-tunes the ReSet variants on it as it is.
 
@@ -16,19 +18,19 @@ rule curate:
     input:
         candidates=sampling_shards(),
         subset=res("sampling", "subset.parquet"),
-        if_scores=lambda w: res("scores", "candidates", f"{CURATED_JUDGE[w.curated]}.parquet"),
-        faithfulness=res("scores", "candidates", "faithfulness.parquet"),
-        task=res("scores", "candidates", "task.parquet"),
+        if_scores=lambda w: candidate_scores(f"{CURATED_JUDGE[w.curated]}.parquet"),
+        faithfulness=candidate_scores("faithfulness.parquet"),
+        task=candidate_scores("task.parquet"),
     output:
-        curated=res("curated", "{curated}.parquet"),
-        candidates=res("curated", "{curated}_candidates.parquet"),
-        summary=res("curated", "{curated}_summary.json"),
+        curated=collection("curated", "{curated}.parquet"),
+        candidates=collection("curated", "{curated}_candidates.parquet"),
+        summary=collection("curated", "{curated}_summary.json"),
     params:
         args=curate_args,
     log:
-        logs("curated", "{curated}.log"),
+        logs(policy.collection_path(CFG, "curated", "{curated}.log")),
     benchmark:
-        bench("curated", "{curated}.tsv")
+        bench(policy.collection_path(CFG, "curated", "{curated}.tsv"))
     shell:
         "python -m reset.curate select {params.args} --candidates {input.candidates} --subset {input.subset}"
         " --if-scores {input.if_scores} --faithfulness {input.faithfulness} --task {input.task}"

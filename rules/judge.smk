@@ -10,6 +10,9 @@
 #                        needs the estimate, so nothing is spent before it passed
 #   score_faithfulness   scores/candidates/faithfulness.parquet   span coverage / SummaC-ZS
 #   score_task           scores/candidates/task.parquet   EM / ROUGE-L (IF: vs the reference)
+# With sampling.per_seed every path but the estimate is under scores/candidates/seed{n}/
+# (reset/policy.py); the one estimate covers every seed's items before any call.
+# Cut-off candidates are not judged unless curation.allow_truncated (they are never ranked).
 # The API key never appears here: the judge reads the variable named by api_key_env.
 
 
@@ -20,24 +23,26 @@ rule judge_items:
         candidates=sampling_shards(),
         subset=res("sampling", "subset.parquet"),
     output:
-        judge_items=res("scores", "candidates", "{judge}_items.parquet"),
-        dedup=res("scores", "candidates", "{judge}_dedup.json"),
+        judge_items=candidate_scores("{judge}_items.parquet"),
+        dedup=candidate_scores("{judge}_dedup.json"),
     params:
         rounds=lambda w: judge_rounds(w.judge),
+        truncated=truncated_flag(),
     log:
-        logs("scores", "{judge}_items.log"),
+        logs(policy.candidate_scores_path(CFG, "{judge}_items.log")),
     benchmark:
-        bench("scores", "{judge}_items.tsv")
+        bench(policy.candidate_scores_path(CFG, "{judge}_items.tsv"))
     shell:
         "python -m reset.curate items --candidates {input.candidates} --subset {input.subset}"
-        " --max-round {params.rounds} --out {output.judge_items} --summary {output.dedup} > {log} 2>&1"
+        " --max-round {params.rounds} {params.truncated} --out {output.judge_items} --summary {output.dedup}"
+        " > {log} 2>&1"
 
 
 rule judge_cost_estimate:
     conda:
         "../envs/torch.yaml"
     input:
-        **{j: res("scores", "candidates", f"{j}_items.parquet") for j in ("if", "if_supercharged")},
+        **{j: judge_items_all(j) for j in ("if", "if_supercharged")},
     output:
         res("judge_cost_estimate.json"),
     params:
@@ -57,16 +62,16 @@ rule judge_candidates:
         unpack(candidate_judge_inputs),
         preflight=preflight_done(),
     output:
-        scores=res("scores", "candidates", "{judge}.parquet"),
-        summary=res("scores", "candidates", "{judge}_summary.json"),
+        scores=candidate_scores("{judge}.parquet"),
+        summary=candidate_scores("{judge}_summary.json"),
     params:
         args=candidate_judge_args,
         runtime=candidate_judge_runtime,
     threads: 1
     log:
-        logs("scores", "{judge}.log"),
+        logs(policy.candidate_scores_path(CFG, "{judge}.log")),
     benchmark:
-        bench("scores", "{judge}.tsv")
+        bench(policy.candidate_scores_path(CFG, "{judge}.tsv"))
     shell:
         "python -m reset.judge {params.args} {params.runtime} --in {input.judge_items} --out {output.scores}"
         " --summary {output.summary} > {log} 2>&1"
@@ -81,15 +86,15 @@ rule score_faithfulness:
         subset=res("sampling", "subset.parquet"),
         nli=nli_model_dir(),
     output:
-        scores=res("scores", "candidates", "faithfulness.parquet"),
-        dedup=res("scores", "candidates", "faithfulness_dedup.json"),
+        scores=candidate_scores("faithfulness.parquet"),
+        dedup=candidate_scores("faithfulness_dedup.json"),
     params:
         args=candidate_nli_args(),
     threads: 1
     log:
-        logs("scores", "faithfulness.log"),
+        logs(policy.candidate_scores_path(CFG, "faithfulness.log")),
     benchmark:
-        bench("scores", "faithfulness.tsv")
+        bench(policy.candidate_scores_path(CFG, "faithfulness.tsv"))
     shell:
         "python -m reset.curate score faithfulness --candidates {input.candidates} --subset {input.subset}"
         " {params.args} --threads {threads} --out {output.scores} --summary {output.dedup} > {log} 2>&1"
@@ -102,12 +107,12 @@ rule score_task:
         candidates=sampling_shards(),
         subset=res("sampling", "subset.parquet"),
     output:
-        scores=res("scores", "candidates", "task.parquet"),
-        dedup=res("scores", "candidates", "task_dedup.json"),
+        scores=candidate_scores("task.parquet"),
+        dedup=candidate_scores("task_dedup.json"),
     log:
-        logs("scores", "task.log"),
+        logs(policy.candidate_scores_path(CFG, "task.log")),
     benchmark:
-        bench("scores", "task.tsv")
+        bench(policy.candidate_scores_path(CFG, "task.tsv"))
     shell:
         "python -m reset.curate score task --candidates {input.candidates} --subset {input.subset}"
         " --out {output.scores} --summary {output.dedup} > {log} 2>&1"

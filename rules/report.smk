@@ -93,6 +93,7 @@ rule tables:
         "../envs/report.yaml"
     input:
         all_eval_scored(),
+        curation=curation_summaries(),
     output:
         main_csv=report(res("tables", "main_results.csv"), caption="../report/main_results.rst",
                         category="Tables"),
@@ -120,6 +121,7 @@ rule tables:
         bench("report", "tables.tsv")
     shell:
         "python -m reset.report tables --eval-dir {params.eval_dir} --variants {params.variants} {params.sets}"
+        " --curation-summaries {input.curation}"
         " --out-dir {params.out_dir} --experiment {params.experiment} > {log} 2>&1"
 
 
@@ -233,6 +235,7 @@ rule report:
     input:
         tables=report_inputs(),
         provenance=res("provenance.json"),
+        curation=curation_summaries(),
     output:
         report(res("report.html"), caption="../report/report_html.rst", category="Report"),
     params:
@@ -248,6 +251,7 @@ rule report:
     shell:
         "python -m reset.report html --tables-dir {params.tables_dir} --figures-dir {params.figures_dir}"
         " --provenance {input.provenance} --experiment {params.experiment} {params.trajectory}"
+        " --curation-summaries {input.curation}"
         " --out {output} > {log} 2>&1"
 
 

@@ -5,7 +5,9 @@
 #                                               msmarco, cnn_dailymail), column `pool` added
 #   sample            sampling/shard{i}.parquet one shard of the sweep from instruct_mtl
 #                                               (seed sampling.source_seed): every example x
-#                                               round x the 7 values of its round's parameter
+#                                               round x the 7 values of its round's parameter;
+#                                               with sampling.per_seed sampling/seed{n}/shard{i}
+#                                               from instruct_mtl of seed n (same subset)
 # Examples go to shards round-robin, so a crashed shard is the only one re-run, and
 # every candidate's seed comes from (example, round, setting): shards are reproducible.
 
@@ -38,14 +40,14 @@ rule sample:
         subset=res("sampling", "subset.parquet"),
         model=sampling_model_dir(),
     output:
-        res("sampling", "shard{shard}.parquet"),
+        collection("sampling", "shard{shard}.parquet"),
     params:
         args=sweep_args(),
     threads: 1
     log:
-        logs("sampling", "shard{shard}.log"),
+        logs(policy.collection_path(CFG, "sampling", "shard{shard}.log")),
     benchmark:
-        bench("sampling", "shard{shard}.tsv")
+        bench(policy.collection_path(CFG, "sampling", "shard{shard}.tsv"))
     shell:
         "python -m reset.sample sweep --subset {input.subset} --model {input.model}"
         " --shard {wildcards.shard} {params.args} --threads {threads} --out {output} > {log} 2>&1"

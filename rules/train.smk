@@ -17,7 +17,7 @@ rule train:
     input:
         preflight=preflight_done(),
         model=lambda w: variant_init_dir(w.trained, w.seed),
-        train=lambda w: variant_train_data(w.trained),
+        train=lambda w: variant_train_data(w.trained, w.seed),
         dev=lambda w: variant_dev_data(w.trained),
     output:
         model=directory(res("models", "{trained}", "seed{seed}")),

@@ -9,17 +9,18 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from reset.curate import attach_scores, main, rank, unique_pairs, weighted_total
+from reset.curate import attach_scores, dropped_reasons, main, rank, unique_pairs, weighted_total
 from reset.prompts import render_prompt
 
 IF_WEIGHT = 2.0
 
 
-def recompute_chosen(cands: pd.DataFrame, if_weight: float) -> pd.Series:
+def recompute_chosen(cands: pd.DataFrame, if_weight: float, allow_truncated: bool = False) -> pd.Series:
     """The chosen flags as the paper defines them, recomputed from a candidates file alone.
 
     total = task + w * (1_IF * if_score + 1_CD * faithfulness); top-1 per example;
-    ties go to the lowest (round, setting_index); unscored candidates never win.
+    ties go to the lowest (round, setting_index); unscored candidates never win, nor do
+    candidates cut off at max_new_tokens unless allow_truncated.
     """
     chosen = pd.Series(False, index=cands.index)
     for _, group in cands.groupby("id"):
@@ -27,6 +28,8 @@ def recompute_chosen(cands: pd.DataFrame, if_weight: float) -> pd.Series:
         for idx, row in group.iterrows():
             side = row["if_score"] if row["kind"] == "if" else row["faithfulness"]
             if pd.isna(row["task"]) or pd.isna(side):
+                continue
+            if row["finish_reason"] == "length" and not allow_truncated:
                 continue
             total = row["task"] + if_weight * side
             key = (-total, row["round"], row["setting_index"])
@@ -37,10 +40,10 @@ def recompute_chosen(cands: pd.DataFrame, if_weight: float) -> pd.Series:
     return chosen
 
 
-def _cand(ex_id, kind, round_no, index, text, pool="if_mix"):
+def _cand(ex_id, kind, round_no, index, text, pool="if_mix", finish_reason="eos"):
     return {"id": ex_id, "dataset": ex_id.split("-")[0], "kind": kind, "pool": pool, "round": round_no,
             "param": "temperature", "value": 0.1 * (index + 1), "setting_index": index, "seed": index,
-            "text": text, "n_tokens": len(text.split()), "finish_reason": "eos"}
+            "text": text, "n_tokens": len(text.split()), "finish_reason": finish_reason}
 
 
 def _scored(rows, task, if_score=None, faith=None, if_error=None):
@@ -94,6 +97,26 @@ def test_a_missing_if_score_is_excluded_not_zero():
     assert ranked.loc["judge failed", "excluded"] == "IF judge: no rating after 5 retries"
     assert math.isnan(ranked.loc["judge failed", "total"])
     assert not ranked.loc["only failures", "chosen"]  # the example has no candidate left
+
+
+def test_a_cut_off_candidate_is_not_ranked_unless_allowed():
+    rows = [_cand("dolly-a", "if", 1, 0, "complete"), _cand("dolly-a", "if", 1, 1, "cut off mid", finish_reason="length"),
+            _cand("dolly-b", "if", 1, 0, "all cut", finish_reason="length")]
+    frame = _scored(rows, task=[0.1, 0.9, 0.5], if_score=[0.1, 0.9, 0.5])
+    ranked = rank(frame, IF_WEIGHT).set_index("text")
+    assert ranked.loc["complete", "chosen"] and not ranked.loc["cut off mid", "chosen"]
+    assert ranked.loc["cut off mid", "excluded"] == "cut off at max_new_tokens"
+    assert math.isnan(ranked.loc["cut off mid", "total"])
+    assert not ranked.loc["all cut", "chosen"]
+    assert dropped_reasons(ranked.reset_index()) == {"dolly-b": "no complete candidate"}
+    # the switch keeps the old behaviour: the higher total wins, cut off or not
+    allowed = rank(frame, IF_WEIGHT, allow_truncated=True).set_index("text")
+    assert allowed.loc["cut off mid", "chosen"] and allowed.loc["all cut", "chosen"]
+    assert allowed["excluded"].isna().all()
+    # an example whose complete candidates lack a score is dropped for that reason, not for cut-offs
+    mixed = _scored([_cand("dolly-c", "if", 1, 0, "x", finish_reason="length"), _cand("dolly-c", "if", 1, 1, "y")],
+                    task=[0.5, 0.5], if_score=[0.5, math.nan], if_error=[None, "timeout"])
+    assert dropped_reasons(rank(mixed, IF_WEIGHT)) == {"dolly-c": "no scored candidate"}
 
 
 def test_unique_pairs_and_attach_scores_share_one_score_between_duplicates():
@@ -219,14 +242,14 @@ def test_items_and_scores_are_per_unique_pair_with_dedup_counts(scored_run):
     assert dedup["candidates"] == 4 * 14 and dedup["saved"] == dedup["candidates"] - len(faith)
 
 
-def _select(run, name, rounds, per_pool, if_scores, tag):
+def _select(run, name, rounds, per_pool, if_scores, tag, shards=None, extra=()):
     out = run["dir"] / "curated"
-    args = ["select", "--name", name, "--candidates", *run["shards"], "--subset", run["subset"],
+    args = ["select", "--name", name, "--candidates", *(shards or run["shards"]), "--subset", run["subset"],
             "--if-scores", str(if_scores), "--faithfulness", str(run["dir"] / "scores/candidates/faithfulness.parquet"),
             "--task", str(run["dir"] / "scores/candidates/task.parquet"), "--rounds", str(rounds),
             "--per-pool", str(per_pool), "--if-weight", str(IF_WEIGHT),
             "--out", str(out / f"{tag}.parquet"), "--candidates-out", str(out / f"{tag}_candidates.parquet"),
-            "--summary", str(out / f"{tag}_summary.json")]
+            "--summary", str(out / f"{tag}_summary.json"), *extra]
     assert main(args) == 0
     return (pd.read_parquet(out / f"{tag}.parquet"), pd.read_parquet(out / f"{tag}_candidates.parquet"),
             json.loads((out / f"{tag}_summary.json").read_text()))
@@ -272,6 +295,82 @@ def test_select_drops_and_counts_examples_without_any_if_score(scored_run):
     pd.testing.assert_series_equal(cands["chosen"], recompute_chosen(cands, IF_WEIGHT), check_names=False)
 
 
+def _cut_off_shards(run):
+    """The run's shards with every oasst1-2 candidate, dolly-1's "An apple..." and nq-3's "Paris" cut off."""
+    paths = []
+    for path in run["shards"]:
+        frame = pd.read_parquet(path)
+        cut = (frame["id"] == "oasst1-2") | ((frame["id"] == "dolly-1") & (frame["text"] == "An apple is a fruit.")) | (
+            (frame["id"] == "nq-3") & (frame["text"] == "Paris"))
+        frame.loc[cut, "finish_reason"] = "length"
+        out = Path(path).with_name(Path(path).stem + "_cut.parquet")
+        frame.to_parquet(out)
+        paths.append(str(out))
+    return paths
+
+
+def test_cut_off_candidates_are_not_judged_ranked_or_curated_and_are_counted(scored_run):
+    shards = _cut_off_shards(scored_run)
+    scores = scored_run["dir"] / "scores" / "candidates"
+    items_out, dedup = scores / "if_items_cut.parquet", scores / "if_dedup_cut.json"
+    assert main(["items", "--candidates", *shards, "--subset", scored_run["subset"], "--max-round", "1",
+                 "--out", str(items_out), "--summary", str(dedup)]) == 0
+    items = pd.read_parquet(items_out)
+    assert set(items["id"]) == {"dolly-1"} and "An apple is a fruit." not in set(items["text"])
+    counts = json.loads(dedup.read_text())
+    assert counts["cut_off"] == 7 + 3 and counts["cut_off_skipped"] == 10 and counts["allow_truncated"] is False
+    assert main(["items", "--candidates", *shards, "--subset", scored_run["subset"], "--max-round", "1",
+                 "--allow-truncated", "--out", str(items_out), "--summary", str(dedup)]) == 0
+    assert set(pd.read_parquet(items_out)["id"]) == {"dolly-1", "oasst1-2"}
+
+    if_scores = scores / "if.parquet"
+    curated, cands, summary = _select(scored_run, "reset", 1, 2, if_scores, "cut", shards,
+                                      ["--data-mode", "per_seed", "--source-seed", "2"])
+    assert (curated["finish_reason"] == "eos").all() and summary["curated_cut_off"] == 0
+    assert "oasst1-2" not in set(curated["id"])
+    assert "An apple is a fruit." not in {r[0] for r in curated["references"]}
+    assert list(curated.set_index("id").loc["nq-3", "references"]) != ["Paris"]
+    pd.testing.assert_series_equal(cands["chosen"], recompute_chosen(cands, IF_WEIGHT), check_names=False)
+    assert summary["allow_truncated"] is False
+    assert summary["data"] == {"mode": "per_seed", "source_seed": 2}
+    assert summary["cut_off_candidates"] == 7 + 3 + 3  # "Paris" is three of nq-3's seven
+    assert summary["excluded_by_reason"]["cut off at max_new_tokens"] == 13
+    assert summary["dropped_by_reason"] == {"no complete candidate": 1, "no scored candidate": 0}
+    assert summary["dropped_ids"] == ["oasst1-2"]
+    pools = summary["pools"]
+    assert pools["if_mix"]["cut_off"] == 10 and pools["if_mix"]["dropped_no_complete"] == 1
+    assert pools["if_mix"]["kept"] == 1 and pools["nq"]["cut_off"] == 3 and pools["nq"]["dropped_no_complete"] == 0
+    assert pools["msmarco"] == {"examples": 1, "candidates": 7, "cut_off": 0, "dropped_no_complete": 0,
+                                "dropped_no_score": 0, "ranked": 1, "kept": 1, "kept_cut_off": 0}
+
+    # the switch: the old ranking, cut-off answers included and counted among the kept
+    curated_a, cands_a, summary_a = _select(scored_run, "reset", 1, 2, if_scores, "cut_allowed", shards,
+                                            ["--allow-truncated"])
+    baseline, _, _ = _select(scored_run, "reset", 1, 2, if_scores, "baseline")
+    assert summary_a["allow_truncated"] is True and summary_a["dropped_examples"] == 0
+    assert list(curated_a["references"].map(list)) == list(baseline["references"].map(list))
+    assert summary_a["curated_cut_off"] == int((curated_a["finish_reason"] == "length").sum())
+    assert summary_a["data"] == {"mode": "shared", "source_seed": None}
+    pd.testing.assert_series_equal(cands_a["chosen"], recompute_chosen(cands_a, IF_WEIGHT, True), check_names=False)
+
+
+def test_select_fails_when_every_candidate_is_cut_off(scored_run):
+    shards = []
+    for path in scored_run["shards"]:
+        frame = pd.read_parquet(path).assign(finish_reason="length")
+        out = Path(path).with_name(Path(path).stem + "_allcut.parquet")
+        frame.to_parquet(out)
+        shards.append(str(out))
+    out = scored_run["dir"] / "allcut"
+    code = main(["select", "--name", "reset", "--candidates", *shards, "--subset", scored_run["subset"],
+                 "--if-scores", str(scored_run["dir"] / "scores/candidates/if.parquet"),
+                 "--faithfulness", str(scored_run["dir"] / "scores/candidates/faithfulness.parquet"),
+                 "--task", str(scored_run["dir"] / "scores/candidates/task.parquet"),
+                 "--per-pool", "1", "--out", str(out / "a.parquet"), "--candidates-out", str(out / "b.parquet"),
+                 "--summary", str(out / "c.json")])
+    assert code == 2 and not (out / "a.parquet").exists() and not (out / "c.json").exists()
+
+
 def test_select_needs_the_rounds_it_ranks(scored_run):
     out = scored_run["dir"] / "x"
     code = main(["select", "--name", "reset_s", "--candidates", *scored_run["shards"], "--subset", scored_run["subset"],
@@ -312,8 +411,12 @@ def test_demo_candidates_reproduce_their_chosen_flags(name):
     cands = pd.read_parquet(path)
     assert (cands.groupby(["id", "round"]).size() == 7).all()
     assert cands.groupby(["id", "round"])["param"].nunique().eq(1).all()
-    weight = json.loads((DEMO / f"{name}_summary.json").read_text())["if_weight"]
-    pd.testing.assert_series_equal(cands["chosen"], recompute_chosen(cands, weight), check_names=False)
+    summary = json.loads((DEMO / f"{name}_summary.json").read_text())
+    allowed = summary.get("allow_truncated", True)  # summaries before the switch existed ranked cut-off answers
+    pd.testing.assert_series_equal(cands["chosen"], recompute_chosen(cands, summary["if_weight"], allowed),
+                                   check_names=False)
     curated = pd.read_parquet(DEMO / f"{name}.parquet")
+    if not allowed:  # no cut-off answer becomes a training target
+        assert (curated["finish_reason"] == "eos").all() and summary["curated_cut_off"] == 0
     chosen = cands[cands["chosen"]].set_index("id")["text"]
     assert all(list(refs) == [chosen[i]] for i, refs in zip(curated["id"], curated["references"], strict=True))

@@ -332,3 +332,48 @@ def test_show_and_cli_help(built, capsys):
     assert report.show(built / "nowhere") == 1
     help_text = subprocess.run([sys.executable, "-m", "reset.report", "--help"], capture_output=True, text=True)
     assert help_text.returncode == 0 and "provenance" in help_text.stdout
+
+
+def _curation_summary(name, mode, source_seed, allow_truncated=False):
+    pools = {pool: {"examples": 4, "candidates": 28, "cut_off": 9, "dropped_no_complete": 1, "dropped_no_score": 0,
+                    "ranked": 3, "kept": 3, "kept_cut_off": 0} for pool in ("if_mix", "nq")}
+    return {"name": name, "data": {"mode": mode, "source_seed": source_seed},
+            "allow_truncated": allow_truncated, "pools": pools}
+
+
+def test_captions_state_seen_unseen_and_how_the_reset_data_was_collected(built, tmp_path):
+    shared = [_curation_summary(n, "shared", 1) for n in ("reset", "reset_s")]
+    report.write_tables(built / "eval", list(VARIANTS), SEEDS, SEEN, UNSEEN, tmp_path / "tables", "x", shared)
+    md = (tmp_path / "tables" / "main_results.md").read_text()
+    assert "Seen sets: nq, msmarco, cnn_dailymail (training split fine-tuned on); alpaca_eval, vicuna_eval, " \
+           "koala_eval (instruction following" in md
+    assert "Unseen sets: bioasq, searchqa, wikisum." in md
+    assert "ReSet data collected once, from instruct_mtl of seed 1" in md and "were not ranked" in md
+    assert "Unseen sets: bioasq" in (tmp_path / "tables" / "coverage.tex").read_text()
+    assert "ReSet data collected once" in (tmp_path / "tables" / "main_results.tex").read_text()
+
+    seeded = [_curation_summary(n, "per_seed", s, True) for s in SEEDS for n in ("reset", "reset_s")]
+    note = report.reset_data_note(seeded)
+    assert note.startswith("ReSet data collected per seed") and "seeds 1, 2" in note and "were ranked" in note
+    assert report.reset_data_note([{"name": "reset", "pools": {}}]).startswith("ReSet data collection mode not recorded")
+    assert report.reset_data_note([]) == ""
+
+    # the HTML report: caption and the per-pool counts of each curated set
+    report.write_figures(tmp_path / "tables", tmp_path / "figures")
+    prov = tmp_path / "provenance.json"
+    prov.write_text(json.dumps({"config": {"evaluation": {"seen": SEEN, "unseen": UNSEEN}}}))
+    paths = []
+    for summary in seeded:
+        path = tmp_path / "curated" / f"seed{summary['data']['source_seed']}" / f"{summary['name']}_summary.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(summary))
+        paths.append(str(path))
+    out = tmp_path / "report.html"
+    assert report.main(["html", "--tables-dir", str(tmp_path / "tables"), "--figures-dir", str(tmp_path / "figures"),
+                        "--provenance", str(prov), "--experiment", "x", "--no-trajectory", "--out", str(out),
+                        "--curation-summaries", *paths]) == 0
+    page = out.read_text()
+    assert "ReSet curated data" in page and "ReSet data collected per seed" in page
+    assert "dropped: no complete" in page and "Unseen sets: bioasq, searchqa, wikisum." in page
+    section = page[page.index("ReSet curated data"):page.index("Provenance")]
+    assert section.count("<tr>") == 1 + len(seeded) * 2   # header + one row per set and pool

@@ -110,6 +110,10 @@ RESET_TRAININGS = 3  # instruct_mtl_reset, instruct_mtl_reset_s, instruct_reset
      {"train", "eval_score", "tables", "examples", "trajectory_table"}),
     # the report's seed: the bootstrap and the example draw, not the main tables
     (("report", "seed"), 7, {"claims": 1, "examples": 1}, {"train", "eval_score", "tables", "figures"}),
+    # the cut-off policy: which candidates are judged and ranked, and what trains on the curated sets;
+    # not the sampling or the faithfulness / task scores (they cover every candidate)
+    (("curation", "allow_truncated"), False, {"judge_items": 2, "curate": 2},
+     {"sample", "score_faithfulness", "score_task", "prepare_model"}),
     # a third seed: only its own jobs
     (("seeds",), [1, 2, 3], {"train": TRAINED_PER_SEED}, {"prepare_dataset", "sample"}),
 ])
