@@ -429,13 +429,9 @@ def main(argv=None) -> int:
     unknown = [d for d in [*args.seen, *args.unseen] if d not in KIND]
     if unknown:
         parser.error(f"unknown evaluation set(s) {', '.join(unknown)}")
-    try:
-        rep = from_args(Report, args)
-        frame = check_claims(args.eval_dir, args.seeds, args.seen, args.unseen, rep.bootstrap_resamples, rep.seed,
-                             rep.similarity_margin, args.trajectory_dir)
-    except (FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    rep = from_args(Report, args, where="report")
+    frame = check_claims(args.eval_dir, args.seeds, args.seen, args.unseen, rep.bootstrap_resamples, rep.seed,
+                         rep.similarity_margin, args.trajectory_dir)
     caption = (f"{captions.text('claims')} Bootstrap: {rep.bootstrap_resamples} resamples, seed {rep.seed}; "
                f"similarity margin {rep.similarity_margin:g}.")
     write_claims(frame, args.out_dir, caption)
@@ -444,4 +440,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from reset.cli import run_cli
+
+    sys.exit(run_cli(main, sidecar=False))

@@ -237,8 +237,9 @@ def test_cli_help_and_error_exit(tmp_path, capsys):
     assert done.returncode == 0 and "--bootstrap-resamples" in done.stdout and "paired bootstrap" in done.stdout
     argv = ["--eval-dir", str(tmp_path / "nowhere"), "--seeds", "1", "--seen", "nq", "--bootstrap-resamples", "100",
             "--seed", "0", "--similarity-margin", "0.02", "--out-dir", str(tmp_path / "tables")]
-    assert claims.main(argv) == 1
-    assert "missing evaluation file" in capsys.readouterr().err
+    done = subprocess.run([sys.executable, "-m", "reset.claims", *argv], capture_output=True, text=True)
+    assert done.returncode == 2 and "nowhere/base_cd/seed1/nq.parquet does not exist" in done.stderr
+    assert "Traceback" not in done.stderr
     assert not (tmp_path / "tables" / "claims.csv").exists()
 
 

@@ -55,8 +55,8 @@ def test_sample_bad_input_is_one_line_and_exit_2(tmp_path):
 
 def test_evaluate_bad_input_is_one_line_and_exit_2(tmp_path):
     proc = run("reset.evaluate", "score", "--generations", tmp_path / "g.parquet", "--datasets", "nq",
-               "--out-dir", tmp_path / "o", "--judge-config", "{not json")
-    assert proc.returncode == 2 and "not valid JSON" in one_error_line(proc, "reset.evaluate")
+               "--out-dir", tmp_path / "o", "--judge-provider", "openai", "--judge-api-key-env", "not a name")
+    assert proc.returncode == 2 and "judges.if.model is required" in one_error_line(proc, "reset.evaluate")
     proc = run("reset.evaluate", "generate", "--model", tmp_path, "--data", tmp_path / "x.parquet",
                "--max-new-tokens", "2", "--out", tmp_path / "o.parquet", "--point", "first")
     assert proc.returncode == 2 and "go together" in one_error_line(proc, "reset.evaluate")
