@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as _dt
 import glob
 import hashlib
-import importlib.metadata
 import json
 import os
 import platform
@@ -54,13 +53,10 @@ def git_info(repo=".") -> dict:
 
 
 def package_versions(names=PACKAGES) -> dict:
-    out = {}
-    for name in names:
-        try:
-            out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            out[name] = None
-    return out
+    """Installed versions of the run-level packages (None where absent), as the sidecars record them."""
+    from reset.sidecar import package_versions as versions
+
+    return versions(names)
 
 
 def hardware() -> dict:
