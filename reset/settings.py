@@ -228,7 +228,8 @@ class Judge(Section):
                                schema={"minimum": 0})
     format_retries: int = setting(1, "follow-up turns asking for the rating in the required format after a reply "
                                      "without one (a budget apart from max_retries); the rating is stored under "
-                                     "the original prompt's key", output=False, schema={"minimum": 0})
+                                     "the original prompt's key; a missing rating can become one, so it counts as changing outputs",
+                                schema={"minimum": 0})
     claim_ttl_s: float = setting(120.0, "seconds a claim on a prompt in the shared judge cache outlives its "
                                         "holder's last renewal (renewed every third of it while in flight)",
                                  output=False, schema={"exclusiveMinimum": 0})

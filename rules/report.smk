@@ -213,7 +213,8 @@ rule provenance:
     output:
         res("provenance.json"),
     params:
-        config=cli_args({"--config-json": json.dumps(config)}),
+        # the config as run; Runtime: a runtime key's change alone re-makes no provenance (docs/config.md)
+        config=Runtime(cli_args({"--config-json": json.dumps(config)})),
         # data/{dataset}/filter_report.json -> data
         data_dir=lambda w, input: os.path.dirname(os.path.dirname(input.filter_reports[0])),
         repo=workflow.basedir,
