@@ -516,8 +516,10 @@ def _model_facts(ctx: Context, source: str, options: dict, trust: bool):
         directory = Path(source).expanduser()
         if not directory.is_dir():
             raise Failure(f"model directory {source} does not exist")
+        # huggingface-cli's download metadata lives in <mirror>/.cache: not model files (the
+        # directory itself may well sit under a .cache of its own, as the tests' models do)
         files = {str(p.relative_to(directory)): p.stat().st_size for p in directory.rglob("*")
-                 if p.is_file() and ".cache" not in p.parts}
+                 if p.is_file() and ".cache" not in p.relative_to(directory).parts}
         weights, size = check_weights(source, files, allow_pickle)
         check_tokenizer_files(source, files)
         commit = mirror_commit(str(directory))
