@@ -165,7 +165,9 @@ def test_tables_are_byte_identical_without_the_evaluation_store(run, tmp_path):
     assert {"eval/instruct/seed1/score.log", "eval/instruct/seed2/score.log"} & reused
     summaries = [json.loads((results / "eval" / v / "seed1" / "summary.json").read_text())["store"]
                  for v in ("base_cd", "instruct_cd")]
-    assert summaries[0]["key"] == summaries[1]["key"] and sorted(s["reused"] for s in summaries) == [False, True]
+    # one scoring key for the twins; at least one of them reused it (both do when a third model of the
+    # run, say a trajectory point, generated the same text first: scores follow the generations)
+    assert summaries[0]["key"] == summaries[1]["key"] and any(s["reused"] for s in summaries)
 
     copy = tmp_path / "without_store"   # the shared run stays as it is
     shutil.copytree(workdir, copy, symlinks=True)
