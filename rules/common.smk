@@ -112,19 +112,6 @@ def preflight_config_args():
     return Runtime(cli_args({"--config-json": json.dumps(S.to_dict(), sort_keys=True)}))
 
 
-def output_view(section):
-    """The keys that can change an output, nested sections included (the preflight re-runs when they change)."""
-    import dataclasses
-
-    out = {}
-    for f in dataclasses.fields(section):
-        if f.metadata.get("output", True):
-            value = getattr(section, f.name)
-            out[_settings._key(f)] = (output_view(value) if isinstance(value, _settings.Section)
-                                      else _settings._plain(value))
-    return out
-
-
 def preflight_executor():
     """The executor's name (slurm turns the cluster check on); a dry run counts as local.
 

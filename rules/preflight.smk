@@ -12,10 +12,12 @@ rule preflight:
     output:
         res("preflight.json"),
     params:
-        # the checks re-run when an output key of the config or the executor changes
-        checked=_settings.settings_hash(output_view(S)),
+        # No tracked params: a preflight that re-ran on a config change would make Snakemake skip the
+        # params check of every job behind it (they take it as an ancient input), so an output key's
+        # change would re-run only the preflight. Delete preflight.json to check a changed config again.
         config=preflight_config_args(),
-        cluster=lambda w: cli_args({"--executor": preflight_executor(), "--resources-json": preflight_resources()}),
+        cluster=lambda w: Runtime(cli_args({"--executor": preflight_executor(),
+                                            "--resources-json": preflight_resources()})),
     localrule: True
     log:
         logs("preflight.log"),
