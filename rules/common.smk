@@ -420,13 +420,16 @@ def eval_score_args():
             "--max-usd": S.judges.max_usd,
             "--judge-trust-remote-code": judge_trusts_remote_code("if"),
         }),
-        _settings.flags(S.judges.if_, output=True, prefix="judge-"),
+        _settings.flags(S.judges.if_, output=True, prefix="judge-", exclude=JUDGE_COST_KEYS),
         nli_args(),
     ])
 
 
 def eval_score_runtime():
-    return runtime_flags(S.judges.if_, prefix="judge-")
+    """Runtime judge keys, and the prices its paid-step budget check uses (no score depends on them)."""
+    cfg = S.judges.if_
+    return Runtime(f"{runtime_flags(cfg, prefix='judge-')} "
+                   f"{_settings.flags(cfg, output=None, only=JUDGE_COST_KEYS, prefix='judge-')}")
 
 
 def nli_args():
@@ -609,11 +612,17 @@ def judge_items_all(judge):
     return [res(p) for p in policy.judge_items_paths(CFG, judge)]
 
 
-def judge_settings_json(judge):
-    """The output-affecting keys of judges.<judge> as JSON (runtime keys: candidate_judge_runtime)."""
+# Judge keys that only price a step (the cost estimate's params); the judgements never depend on them
+JUDGE_COST_KEYS = ("price_prompt_per_1k", "price_completion_per_1k", "chars_per_token", "expected_completion_tokens")
+
+
+def judge_settings_json(judge, cost=True):
+    """The output-affecting keys of judges.<judge> as JSON (runtime keys: candidate_judge_runtime);
+    cost=False leaves out the keys that only price the step."""
     import json
 
-    return json.dumps(judge_settings(judge).output_dict(), sort_keys=True)
+    out = judge_settings(judge).output_dict()
+    return json.dumps({k: v for k, v in out.items() if cost or k not in JUDGE_COST_KEYS}, sort_keys=True)
 
 
 def judge_cache():
@@ -636,11 +645,12 @@ def candidate_judge_inputs(wildcards):
 
 
 def candidate_judge_runtime(wildcards):
-    return runtime_flags(judge_settings(wildcards.judge))
+    cfg = judge_settings(wildcards.judge)
+    return Runtime(f"{runtime_flags(cfg)} {_settings.flags(cfg, output=None, only=JUDGE_COST_KEYS)}")
 
 
 def candidate_judge_args(wildcards):
-    return cli_args({"--settings": judge_settings_json(wildcards.judge),
+    return cli_args({"--settings": judge_settings_json(wildcards.judge, cost=False),
                      "--model-dir": judge_model_dir(wildcards.judge), "--cache": judge_cache(),
                      "--trust-remote-code": judge_trusts_remote_code(wildcards.judge)})
 
