@@ -57,8 +57,11 @@ def exit_code(err: BaseException) -> int | None:
 
 
 def _prog() -> str:
+    """`reset.<module>`: the module run with -m (a package's __main__ counts as the package)."""
     spec = getattr(sys.modules.get("__main__"), "__spec__", None)
-    return spec.name if spec is not None else Path(sys.argv[0]).stem if sys.argv else "reset"
+    if spec is None:
+        return Path(sys.argv[0]).stem if sys.argv else "reset"
+    return spec.name.removesuffix(".__main__")
 
 
 def message(err: BaseException) -> str:
