@@ -47,6 +47,9 @@ rule judge_cost_estimate:
         res("judge_cost_estimate.json"),
     params:
         args=judge_cost_args,
+        # args depends on the input paths, so Snakemake does not compare it: the prices and budget
+        # are compared through this param (a price change re-makes the estimate)
+        priced=[judge_settings_json(j) for j in ("if", "if_supercharged")] + [S.judges.max_usd],
     log:
         logs("judge_cost_estimate.log"),
     benchmark:

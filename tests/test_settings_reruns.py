@@ -98,8 +98,8 @@ RESET_TRAININGS = 3  # instruct_mtl_reset, instruct_mtl_reset_s, instruct_reset
      {"sample", "judge_candidates", "prepare_dataset", "prepare_model"}),
     # the main IF judge's prompt length: its judgements, every evaluation score, and the ReSet
     # trainings fed by the main curated set (instruct_mtl_reset, instruct_reset), not ReSet-S
-    (("judges", "if", "max_input_tokens"), 1024, {"judge_candidates": 1, "train": 2 * 2},
-     {"sample", "eval_generate", "prepare_model"}),
+    (("judges", "if", "max_input_tokens"), 1024, {"judge_candidates": 1, "train": 2 * 2, "eval_generate": 2 * 2},
+     {"sample", "prepare_model", "score_faithfulness"}),
     # decoding of evaluation: every generation job, no training
     (("evaluation", "max_new_tokens"), 9, {}, {"train", "sample", "judge_candidates"}),
     # a price: the cost estimate only (a gate, not an input of the judgements)
