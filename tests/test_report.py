@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import shutil
 import subprocess
 import sys
 
@@ -358,8 +359,12 @@ def test_captions_state_seen_unseen_and_how_the_reset_data_was_collected(built, 
     assert report.reset_data_note([{"name": "reset", "pools": {}}]).startswith("ReSet data collection mode not recorded")
     assert report.reset_data_note([]) == ""
 
-    # the HTML report: caption and the per-pool counts of each curated set
+    # the HTML report: caption and the per-pool counts of each curated set (verdicts come first in it)
+    for name in ("claims.csv", "examples.csv"):
+        shutil.copy(built / "tables" / name, tmp_path / "tables" / name)
     report.write_figures(tmp_path / "tables", tmp_path / "figures")
+    assert report.main(["figure-claims", "--table", str(tmp_path / "tables" / "claims.csv"), "--similarity-margin",
+                        "0.02", "--out", str(tmp_path / "figures" / "claims_forest.png")]) == 0
     prov = tmp_path / "provenance.json"
     prov.write_text(json.dumps({"config": {"evaluation": {"seen": SEEN, "unseen": UNSEEN}}}))
     paths = []
