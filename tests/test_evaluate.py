@@ -170,9 +170,12 @@ def test_trajectory_point_at_the_best_step_reuses_the_main_evaluation(eval_sets,
     summary = json.loads((tmp_path / "scored" / "summary.json").read_text())
     assert summary["step"] == 4 and summary["rows"] == 2 and summary["reused_from"] == str(best)
     # a different step generates for real (and so needs the model): a bad-input exit, not a traceback
-    assert evaluate.main(["generate", "--model", str(tmp_path / "no-model"), "--data", *map(str, eval_sets),
-                          "--max-new-tokens", "4", "--out", str(tmp_path / "g1.parquet"),
-                          "--points", str(points), "--point", "first", "--reuse", str(gen)]) == 2
+    from reset.cli import run_cli
+
+    assert run_cli(evaluate.main, ["generate", "--model", str(tmp_path / "no-model"), "--data",
+                                   *map(str, eval_sets), "--max-new-tokens", "4", "--out", str(tmp_path / "g1.parquet"),
+                                   "--points", str(points), "--point", "first", "--reuse", str(gen)],
+                   prog="reset.evaluate", sidecar=False) == 2
     assert not (tmp_path / "g1.parquet").exists()
     points.write_text(json.dumps({"best": {"step": 4}}))
     with pytest.raises(ValueError, match="no step recorded for the 'first'"):
