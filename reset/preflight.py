@@ -776,9 +776,14 @@ def requested_resources(resources: dict) -> list[tuple[str, str | None, int]]:
 
 
 def _int(value) -> int:
+    """A resource as the first attempt asks for it: profiles may give "2 * attempt"-style expressions."""
     try:
         return int(value)
     except (TypeError, ValueError):
+        pass
+    try:
+        return int(eval(str(value), {"__builtins__": {}, "min": min, "max": max}, {"attempt": 1}))
+    except Exception:
         return 0
 
 

@@ -128,8 +128,13 @@ def preflight_resources():
     rs = workflow.resource_settings
 
     def plain(resources):
-        items = resources.unwrapped_items() if hasattr(resources, "unwrapped_items") else dict(resources or {}).items()
-        return {str(k): (v if isinstance(v, (int, float, str, type(None))) else str(v)) for k, v in items}
+        # A value given as an expression ("min(4000 * attempt, 16000)") has no value before a job
+        # exists; its raw text is what the profile said, and what the check reports.
+        out = {}
+        for key, value in dict(resources or {}).items():
+            value = getattr(value, "raw", value)
+            out[str(key)] = value if isinstance(value, (int, float, type(None))) else str(value)
+        return out
 
     import json
 

@@ -411,6 +411,8 @@ def test_gres_parsing_and_requested_resources():
                                            "rules": {"train": {"gpu": 8, "slurm_partition": "gpu"},
                                                      "sample": {"gpu": 1}}})
     assert rules == [("default", "cpu", 0), ("train", "gpu", 8), ("sample", "cpu", 1)]
+    # a profile's expression counts as its first attempt asks
+    assert preflight.requested_resources({"default": {"gpu": "min(2 * attempt, 8)"}}) == [("default", None, 2)]
 
 
 def test_cluster_check_reads_sinfo(tmp_path, monkeypatch):
