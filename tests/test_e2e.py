@@ -22,6 +22,7 @@ import pytest
 import yaml
 from e2e_support import EXP, SENTINEL_KEY, e2e_config_path, failure_report, snakemake
 
+from reset import report
 from reset.variants import KIND, STAGE2_START, TRAJECTORY_VARIANTS, VARIANTS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -129,7 +130,7 @@ def test_eval_parquets_cover_the_eval_splits(run):
 def test_report_is_self_contained_and_snakemake_report_works(run, tmp_path):
     workdir, results, _ = run
     page = (results / "report.html").read_text()
-    assert page.count('src="data:image/png;base64,') == 7
+    assert page.count('src="data:image/png;base64,') == len(report.FIGURES)
     assert page.index("Reproduction verdicts") < page.index("<h2>Main results")
     for needle in ("Main results", "Two-stage", "Checkpoint trajectories", "Provenance", "sha256",
                    "Example generations", "claims checked",

@@ -298,7 +298,7 @@ def test_figures_and_html_report(built, tmp_path):
     out = built / "report.html"
     report.write_html(built / "tables", built / "figures", prov_path, out, "synthetic")
     page = out.read_text()
-    assert page.count('src="data:image/png;base64,') == 7
+    assert page.count('src="data:image/png;base64,') == len(report.FIGURES)
     assert "http://" not in page.replace("http://www.w3.org", "") and 'href="' not in page
     for needle in ("Main results", "Two-stage", "Checkpoint trajectories", "n-gram coverage", "Provenance",
                    prov["git"]["commit"], nq["files"][0]["sha256"], "instruct_mtl_reset_s", "<i>wikisum</i>",

@@ -33,6 +33,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from reset import report
+
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "slurm_local.sh"
 PROFILE = REPO / "profiles" / "slurm" / "config.yaml"
@@ -385,7 +387,7 @@ def test_gpu_jobs_and_retries_through_sbatch(slurm, tmp_path):
 
 def slurm_ci_config(tiny_llama_dir: Path, workdir: Path) -> Path:
     """The end-to-end test's tiny experiment (tests/e2e_config.yaml), one seed."""
-    from test_e2e import e2e_config  # tests/ is on sys.path under pytest
+    from e2e_support import e2e_config  # tests/ is on sys.path under pytest
 
     path = e2e_config(tiny_llama_dir, workdir)
     cfg = yaml.safe_load(path.read_text())
@@ -436,7 +438,7 @@ def test_pipeline_through_sbatch(slurm, tiny_llama_dir, tmp_path):
     assert (results / "models" / "instruct_mtl_reset" / "seed1" / "training_summary.json").is_file()
     main = pd.read_csv(results / "tables" / "main_results.csv")
     assert {"instruct", "base_cd_if", "instruct_mtl_reset_s"} <= set(main["variant"])
-    assert (results / "report.html").read_text().count('src="data:image/png;base64,') == 4
+    assert (results / "report.html").read_text().count('src="data:image/png;base64,') == len(report.FIGURES)
 
     # Every job went through sbatch, once, and finished there; none ran locally.
     ours = submitted_jobs(out.stdout)

@@ -448,6 +448,8 @@ def rule_workdir(tmp_path, tiny_llama_dir, data_dir):
         shutil.copy(data_dir / "dev.parquet", d / "dev.parquet")
     (res / "curated").mkdir()
     shutil.copy(data_dir / "train.parquet", res / "curated" / "reset.parquet")
+    # the shipped raw files, read by the preflight that gates every training job
+    (tmp_path / "resources").symlink_to(REPO / "resources")
     return tmp_path
 
 
