@@ -471,6 +471,8 @@ def test_a_reply_without_rating_gets_a_follow_up_turn_not_the_same_prompt(api_ke
     assert second[:2] == first and second[2]["role"] == "assistant" and "cannot decide" in second[2]["content"]
     assert second[3] == {"role": "user", "content": FORMAT_REMINDER}
     assert row["rating"] == expected_rating(item["question"], item["answer"]) and row["error"] is None
+    # the verdict is the rated reply: the same explanation as a judge that rated at once
+    assert row["explanation"] and "cannot decide" not in row["explanation"]
 
     with ChatServer() as server:                                     # no budget for follow-ups: missing at once
         server.fault_on("without luck", Fault.no_rating(), forever=True)

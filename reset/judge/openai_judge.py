@@ -139,10 +139,12 @@ class OpenAIJudge(Judge):
             log.info("retry %d/%d (follow-up turn): no_rating: no rating in the reply %r", turn + 1, follow_ups,
                      text[:120])
             conversation = format_follow_up(conversation, text)
-        # the stored text holds every turn; its last rating is the judge's rating
-        text = "\n\n".join(replies)
+        # The rated reply is the verdict: a run whose judge needed a follow-up turn gives the same
+        # rating and explanation as one whose judge rated at once. The cache keeps the earlier
+        # rating-less turns for audit.
         if self.cache is not None:
-            self.cache.put(cache_key(self.cfg, messages), self.cfg["model"], {"text": text, "usage": usage})
+            self.cache.put(cache_key(self.cfg, messages), self.cfg["model"],
+                           {"text": text, "earlier_turns": replies[:-1], "usage": usage})
         return rating, explanation_of(text), None
 
     def _ask(self, messages) -> tuple:
