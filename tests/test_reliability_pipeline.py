@@ -190,7 +190,7 @@ def test_judge_steps_count_retries_in_log_and_summary_and_judge_every_item(run_a
         summary = json.loads((results(workdir) / "scores" / "candidates" / f"{judge}_summary.json").read_text())
         assert summary["missing"] == 0 and summary["failures"] == {}, summary
         assert summary["judged"] == summary["items"] > 0
-        log = (workdir / "logs" / EXP / "scores" / f"{judge}.log").read_text()
+        log = (workdir / "logs" / EXP / "scores" / "candidates" / f"{judge}.log").read_text()
         (line,) = [x for x in log.splitlines() if "summary:" in x]
         assert f"{summary['requests']} requests" in line and "0 missing" in line, line
         for cause, n in summary["retries"].items():
@@ -210,18 +210,23 @@ def test_judge_steps_count_retries_in_log_and_summary_and_judge_every_item(run_a
 
 def test_evaluation_judge_counts_retries_in_log_and_summary(run_a):
     workdir, _ = run_a
-    retries = {}
+    retries, scored = {}, 0
     for summary_path in sorted(results(workdir).glob("eval/*/seed1/summary.json")):
-        judge = json.loads(summary_path.read_text())["if_judge"]
+        summary = json.loads(summary_path.read_text())
+        judge = summary["if_judge"]
         assert judge["missing"] == 0 and judge["failures"] == {}, summary_path
         variant = summary_path.parent.parent.name
         log = (workdir / "logs" / EXP / "eval" / variant / "seed1" / "score.log").read_text()
+        if summary["store"]["reused"]:   # the same generations were scored for another variant: no judge call
+            assert "reused: generations identical" in log and "IF judge:" not in log, log
+            continue
+        scored += 1
         (line,) = [x for x in log.splitlines() if "IF judge:" in x and "cache hits" in x]
         assert f"{judge['requests']} requests, {judge['cache_hits']} cache hits" in line, line
         for cause, n in judge["retries"].items():
             assert f"'{cause}': {n}" in line, line
             retries[cause] = retries.get(cause, 0) + n
-    assert retries == {"http_503": 1, "http_500": 1}, retries
+    assert scored >= 1 and retries == {"http_503": 1, "http_500": 1}, retries
 
 
 # ---------------------------------------------------------------- crash and resume
