@@ -239,11 +239,16 @@ class Judge(Section):
                                     schema={"exclusiveMinimum": 0})
     backoff_max_s: float = setting(60.0, "back-off cap (a longer Retry-After still wins)", output=False,
                                    schema={"exclusiveMinimum": 0})
+    # Prices and the estimate's assumptions are runtime keys: they decide whether a paid step may
+    # start, never what a judgement says (docs/config.md, "Gates").
     price_prompt_per_1k: float = setting(0.0, "USD per 1,000 prompt tokens (cost estimate and budget)",
-                                         schema={"minimum": 0})
-    price_completion_per_1k: float = setting(0.0, "USD per 1,000 completion tokens", schema={"minimum": 0})
-    chars_per_token: float = setting(4.0, "cost estimate: characters per token", schema={"exclusiveMinimum": 0})
-    expected_completion_tokens: int = setting(64, "cost estimate: reply tokens per call", schema={"minimum": 1})
+                                         output=False, schema={"minimum": 0})
+    price_completion_per_1k: float = setting(0.0, "USD per 1,000 completion tokens", output=False,
+                                             schema={"minimum": 0})
+    chars_per_token: float = setting(4.0, "cost estimate: characters per token", output=False,
+                                     schema={"exclusiveMinimum": 0})
+    expected_completion_tokens: int = setting(64, "cost estimate: reply tokens per call", output=False,
+                                              schema={"minimum": 1})
     batch_size: int = setting(8, "local: items per forward pass; left padding changes the floating-point sums, so "
                                  "it counts as changing outputs", schema={"minimum": 1})
     explain_tokens: int = setting(0, "local: greedy explanation tokens before 'Rating:' (0 = none)",
@@ -274,7 +279,7 @@ class Judges(Section):
     if_supercharged: Judge = setting(doc="IF judge of ReSet-S")
     nli: Nli = setting(Nli(), "NLI model of SummaC-ZS faithfulness")
     max_usd: float | None = setting(None, "stop before a paid judge step whose estimate exceeds this (null = no cap)",
-                                    schema={"minimum": 0})
+                                    output=False, schema={"minimum": 0})
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

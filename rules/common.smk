@@ -422,19 +422,16 @@ def eval_score_args():
             "--datasets": EVAL_DATASETS,
             "--judge-model-dir": judge_model_dir("if"),
             "--judge-cache": judge_cache(),
-            "--max-usd": S.judges.max_usd,
             "--judge-trust-remote-code": judge_trusts_remote_code("if"),
         }),
-        _settings.flags(S.judges.if_, output=True, prefix="judge-", exclude=JUDGE_COST_KEYS),
+        _settings.flags(S.judges.if_, output=True, prefix="judge-"),
         nli_args(),
     ])
 
 
 def eval_score_runtime():
-    """Runtime judge keys, and the prices its paid-step budget check uses (no score depends on them)."""
-    cfg = S.judges.if_
-    return Runtime(f"{runtime_flags(cfg, prefix='judge-')} "
-                   f"{_settings.flags(cfg, output=None, only=JUDGE_COST_KEYS, prefix='judge-')}")
+    """Runtime judge keys: retries, concurrency, and the prices and budget of its paid-step check."""
+    return Runtime(f"{runtime_flags(S.judges.if_, prefix='judge-')} {cli_args({'--max-usd': S.judges.max_usd})}")
 
 
 def nli_args():
@@ -618,16 +615,11 @@ def judge_items_all(judge):
 
 
 # Judge keys that only price a step (the cost estimate's params); the judgements never depend on them
-JUDGE_COST_KEYS = ("price_prompt_per_1k", "price_completion_per_1k", "chars_per_token", "expected_completion_tokens")
-
-
-def judge_settings_json(judge, cost=True):
-    """The output-affecting keys of judges.<judge> as JSON (runtime keys: candidate_judge_runtime);
-    cost=False leaves out the keys that only price the step."""
+def judge_settings_json(judge):
+    """The output-affecting keys of judges.<judge> as JSON (runtime keys: candidate_judge_runtime)."""
     import json
 
-    out = judge_settings(judge).output_dict()
-    return json.dumps({k: v for k, v in out.items() if cost or k not in JUDGE_COST_KEYS}, sort_keys=True)
+    return json.dumps(judge_settings(judge).output_dict(), sort_keys=True)
 
 
 def judge_cache():
@@ -639,8 +631,8 @@ def judge_cache():
 def candidate_judge_inputs(wildcards):
     """A candidate IF judge job needs its items, the cost estimate and, for a local judge, its model.
 
-    The estimate is a gate, not data: ancient() keeps a re-made estimate (prices or max_usd changed)
-    from rerunning the judgements and everything trained on them.
+    The estimate is a gate, not data, so it is ancient(); it is made once and never re-made while
+    it exists (docs/config.md, "Gates"), and each paid job checks its own calls at current prices.
     """
     out = {"judge_items": candidate_scores(f"{wildcards.judge}_items.parquet"),
            "estimate": ancient(res("judge_cost_estimate.json"))}
@@ -650,20 +642,23 @@ def candidate_judge_inputs(wildcards):
 
 
 def candidate_judge_runtime(wildcards):
-    cfg = judge_settings(wildcards.judge)
-    return Runtime(f"{runtime_flags(cfg)} {_settings.flags(cfg, output=None, only=JUDGE_COST_KEYS)}")
+    return Runtime(f"{runtime_flags(judge_settings(wildcards.judge))} {cli_args({'--max-usd': S.judges.max_usd})}")
 
 
 def candidate_judge_args(wildcards):
-    return cli_args({"--settings": judge_settings_json(wildcards.judge, cost=False),
+    return cli_args({"--settings": judge_settings_json(wildcards.judge),
                      "--model-dir": judge_model_dir(wildcards.judge), "--cache": judge_cache(),
                      "--trust-remote-code": judge_trusts_remote_code(wildcards.judge)})
 
 
 def judge_cost_args(wildcards, input):
-    jobs = " ".join(cli_args({"--job": [judge, judge_settings_json(judge), *input[judge]]})
+    """Both judges' whole settings (prices included) and their items; runtime: never compared."""
+    import json
+
+    jobs = " ".join(cli_args({"--job": [judge, json.dumps(judge_settings(judge).to_dict(), sort_keys=True),
+                                        *input[judge]]})
                     for judge in ("if", "if_supercharged"))
-    return f"{jobs} {cli_args({'--max-usd': S.judges.max_usd, '--cache': judge_cache()})}"
+    return Runtime(f"{jobs} {cli_args({'--max-usd': S.judges.max_usd, '--cache': judge_cache()})}")
 
 
 def candidate_nli_args():

@@ -5,9 +5,11 @@
 #   judge_items          scores/candidates/{judge}_items.parquet   IF candidates as judge input:
 #                        judge "if" = round 1 (ReSet), "if_supercharged" = the ReSet-S rounds
 #   judge_cost_estimate  judge_cost_estimate.json   calls, tokens, dollars of both IF judge
-#                        steps; fails when the total exceeds judges.max_usd
+#                        steps; fails when the total exceeds judges.max_usd. Made once, before
+#                        the first paid call (a gate: ancient, never re-made while it exists)
 #   judge_candidates     scores/candidates/{judge}.parquet   IF judge (python -m reset.judge);
-#                        needs the estimate, so nothing is spent before it passed
+#                        needs the estimate, so nothing is spent before it passed; checks its own
+#                        calls against judges.max_usd at the prices of the day before its first call
 #   score_faithfulness   scores/candidates/faithfulness.parquet   span coverage / SummaC-ZS
 #   score_task           scores/candidates/task.parquet   EM / ROUGE-L (IF: vs the reference)
 # With sampling.per_seed every path but the estimate is under scores/candidates/seed{n}/
@@ -42,14 +44,13 @@ rule judge_cost_estimate:
     conda:
         "../envs/torch.yaml"
     input:
-        **{j: judge_items_all(j) for j in ("if", "if_supercharged")},
+        # ancient and without tracked params: a gate that re-ran would hide the params changes of every
+        # job behind it from Snakemake (docs/config.md, "Gates"); made once, before the first paid call
+        **{j: ancient(judge_items_all(j)) for j in ("if", "if_supercharged")},
     output:
         res("judge_cost_estimate.json"),
     params:
         args=judge_cost_args,
-        # args depends on the input paths, so Snakemake does not compare it: the prices and budget
-        # are compared through this param (a price change re-makes the estimate)
-        priced=[judge_settings_json(j) for j in ("if", "if_supercharged")] + [S.judges.max_usd],
     log:
         logs("judge_cost_estimate.log"),
     benchmark:

@@ -14,7 +14,7 @@ rule preflight:
     params:
         # No tracked params: a preflight that re-ran on a config change would make Snakemake skip the
         # params check of every job behind it (they take it as an ancient input), so an output key's
-        # change would re-run only the preflight. Delete preflight.json to check a changed config again.
+        # change would re-run only the preflight. To check a changed config: docs/preflight.md (never delete it).
         config=preflight_config_args(),
         cluster=lambda w: Runtime(cli_args({"--executor": preflight_executor(),
                                             "--resources-json": preflight_resources()})),

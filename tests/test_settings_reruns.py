@@ -31,6 +31,8 @@ def runtime_keys():
 
 
 def changed(value):
+    if value is None:            # an unset cap (judges.max_usd)
+        return 1000.0
     if isinstance(value, bool):
         return not value
     if isinstance(value, int):
@@ -92,6 +94,28 @@ TRAINED_PER_SEED = 7
 RESET_TRAININGS = 3  # instruct_mtl_reset, instruct_mtl_reset_s, instruct_reset
 
 
+def test_gates_hide_no_output_change(e2e_run):
+    """A price and the budget changed with an output key: the output key still reruns its jobs.
+
+    A gate re-made in the same invocation would make Snakemake skip the params check of every
+    job behind it (docs/config.md, "Gates"): the judge's and the trainings' changes would be lost.
+    """
+    workdir, _, _ = e2e_run
+    config = yaml.safe_load((workdir / "e2e.yaml").read_text())
+    judge = config.setdefault("judges", {}).setdefault("if", {})
+    judge.update(price_prompt_per_1k=0.5, max_input_tokens=1024)
+    config["judges"]["max_usd"] = 1000.0
+    config.setdefault("training", {})["reset_learning_rate"] = 3e-6
+    overlay = workdir / "changed.yaml"
+    overlay.write_text(yaml.safe_dump(config, sort_keys=False))
+    result = snakemake(workdir, overlay, "--dry-run")
+    assert result.returncode == 0, result.stderr[-3000:]
+    stats = (result.stdout + result.stderr).split("Job stats:", 1)[1]
+    jobs = {rule: int(n) for rule, n in re.findall(r"^(\w+)\s+(\d+)\s*$", stats, re.M)}
+    assert jobs.get("judge_candidates") == 1 and jobs.get("train") == 2 * RESET_TRAININGS, jobs
+    assert "judge_cost_estimate" not in jobs and "preflight" not in jobs, jobs
+
+
 @pytest.mark.parametrize("path, value, expect, absent", [
     # ReSet's learning rate: only the three ReSet trainings (x 2 seeds) and what reads them
     (("training", "reset_learning_rate"), 3e-6, {"train": 2 * RESET_TRAININGS},
@@ -102,9 +126,6 @@ RESET_TRAININGS = 3  # instruct_mtl_reset, instruct_mtl_reset_s, instruct_reset
      {"sample", "prepare_model", "score_faithfulness"}),
     # decoding of evaluation: every generation job, no training
     (("evaluation", "max_new_tokens"), 9, {}, {"train", "sample", "judge_candidates"}),
-    # a price: the cost estimate only (a gate, not an input of the judgements)
-    (("judges", "if", "price_prompt_per_1k"), 0.5, {"judge_cost_estimate": 1},
-     {"judge_candidates", "train", "eval_score"}),
     # the verdicts' margin: the claims table and its figure (and the report), nothing upstream
     (("report", "similarity_margin"), 0.05, {"claims": 1, "figure_claims": 1},
      {"train", "eval_score", "tables", "examples", "trajectory_table"}),
