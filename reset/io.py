@@ -102,18 +102,22 @@ def write_jsonl(rows, path) -> None:
             fh.write(json.dumps(row, ensure_ascii=False, default=_json_default) + "\n")
 
 
+def iter_jsonl(lines, name):
+    """Rows of JSONL text lines (an open file), blank lines skipped; a broken line is a ValueError
+    naming `name` and the line."""
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            yield json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{name}:{lineno}: not valid JSON ({err.msg}, column {err.colno})") from None
+
+
 def read_jsonl(path) -> list[dict]:
     """Read JSONL; a broken line is an error that names the file and line."""
-    rows = []
     with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{lineno}: not valid JSON ({err.msg})") from None
-    return rows
+        return list(iter_jsonl(fh, path))
 
 
 def _json_default(value):

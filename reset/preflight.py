@@ -247,18 +247,13 @@ def first_rows_of_file(path: str, fmt: str, n: int = ROWS) -> list:
             return first_elements(path, n)
         except JsonStreamError as err:
             raise Failure(str(err)) from None
-    rows = []
+    from reset.io import iter_jsonl
+
     with _open_text(path) as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as err:
-                raise Failure(f"{path}:{lineno}: not valid JSON ({err.msg}, column {err.colno})") from None
-            if len(rows) >= n:
-                break
-    return rows
+        try:
+            return _take(iter_jsonl(fh, path), n)
+        except ValueError as err:
+            raise Failure(str(err)) from None
 
 
 def _take(iterable, n: int) -> list:

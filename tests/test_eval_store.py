@@ -10,9 +10,8 @@ import sys
 import threading
 import time
 
-import pandas as pd
 import pytest
-from test_evaluate import SETS, example
+from test_evaluate import SETS, write_eval_sets
 
 from reset import evaluate
 from reset.digests import DIGEST_FILE, compute_model_digest, model_digest, write_model_digest
@@ -23,14 +22,7 @@ JUDGE = {"provider": "local", "model": "tiny-llama", "batch_size": 4}
 
 @pytest.fixture(scope="module")
 def eval_sets(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    paths = []
-    for dataset in SETS:
-        path = root / dataset / "eval.parquet"
-        path.parent.mkdir()
-        pd.DataFrame([example(dataset, i) for i in range(2)]).to_parquet(path, index=False)
-        paths.append(path)
-    return paths
+    return write_eval_sets(tmp_path_factory.mktemp("data"), 2)
 
 
 @pytest.fixture(scope="module")

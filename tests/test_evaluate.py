@@ -32,16 +32,20 @@ def example(dataset, i):
             "prompt": render_prompt(kind, instruction, context, question)}
 
 
-@pytest.fixture(scope="module")
-def eval_sets(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
+def write_eval_sets(root, rows_per_set: int) -> list:
+    """One {dataset}/eval.parquet per set in SETS under root, rows_per_set examples each."""
     paths = []
     for dataset in SETS:
         path = root / dataset / "eval.parquet"
         path.parent.mkdir()
-        pd.DataFrame([example(dataset, i) for i in range(3)]).to_parquet(path, index=False)
+        pd.DataFrame([example(dataset, i) for i in range(rows_per_set)]).to_parquet(path, index=False)
         paths.append(path)
     return paths
+
+
+@pytest.fixture(scope="module")
+def eval_sets(tmp_path_factory):
+    return write_eval_sets(tmp_path_factory.mktemp("data"), 3)
 
 
 def test_shards_partition_rows(eval_sets):
