@@ -438,6 +438,11 @@ def flag_name(field: dataclasses.Field, prefix: str = "") -> str:
     return "--" + prefix + _key(field).replace("_", "-")
 
 
+# argparse dests of the runtime flags add_flags made in this process: a job's provenance sidecar
+# leaves them out of its settings hash, so two runs that differ only in retries hash alike.
+RUNTIME_DESTS: set[str] = set()
+
+
 def add_flags(parser, cls, *, prefix: str = "", only=None, exclude=(), required=False, group_title=None):
     """Add one flag per key of a section (named after the key, with its default and doc).
 
@@ -467,6 +472,8 @@ def add_flags(parser, cls, *, prefix: str = "", only=None, exclude=(), required=
         if (required and f.default is REQUIRED) and inner is not bool:
             kwargs["required"] = True
         target.add_argument(flag_name(f, prefix), **kwargs)
+        if not f.metadata["output"]:
+            RUNTIME_DESTS.add(kwargs["dest"])
     return parser
 
 

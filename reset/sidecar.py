@@ -183,7 +183,11 @@ def _plain(value):
 
 
 def settings_hash(settings: dict) -> str:
-    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+    """Digest of the settings that can change the output: runtime flags (reset.settings) left out."""
+    from reset.settings import RUNTIME_DESTS
+
+    output = {k: v for k, v in settings.items() if k not in RUNTIME_DESTS}
+    return hashlib.sha256(json.dumps(output, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _paths(value):

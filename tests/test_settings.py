@@ -126,3 +126,17 @@ def test_cli_check_reports_the_bad_key(tmp_path):
     result = subprocess.run([sys.executable, "-m", "reset.settings", "check", "--configfile",
                              str(REPO / "config.yaml"), str(bad)], capture_output=True, text=True)
     assert result.returncode == 2 and "training.logging_step" in result.stderr
+
+
+def test_the_sidecar_settings_hash_leaves_runtime_flags_out():
+    """Two jobs that differ only in a runtime flag hash alike; an output flag changes the hash."""
+
+    from reset.sidecar import settings_hash, settings_of
+
+    parser = settings.add_flags(argparse.ArgumentParser(), settings.Training)
+
+    def digest(*argv):
+        return settings_hash(settings_of(parser.parse_args(list(argv))))
+
+    assert digest("--logging-steps", "7") == digest("--logging-steps", "50") == digest()
+    assert digest("--learning-rate", "0.5") != digest()
