@@ -10,7 +10,9 @@ Exit codes (docs/design.md#exit-codes):
   2  bad usage or bad input: argparse errors, a missing file, text that is not JSON, a
      `ValueError` raised by this package (its message names the file, line, key or dataset),
      `InputError`
-  3  a paid judge step was refused by its budget (`python -m reset.judge estimate`)
+  3  a paid judge step was refused by its budget (`python -m reset.judge`, its `estimate`,
+     `python -m reset.evaluate score`)
+An error class may name its own code in an `exit_code` attribute (the judge's errors do).
 130  interrupted (Ctrl-C)
 
 An expected error prints one line, `<prog>: error: <message>`, on stderr. On success the job's
@@ -47,6 +49,8 @@ def _raised_here(err: BaseException) -> bool:
 
 def exit_code(err: BaseException) -> int | None:
     """The exit code of an expected error; None for an unexpected one (its traceback is shown)."""
+    if isinstance(getattr(err, "exit_code", None), int):   # an error class that names its code
+        return err.exit_code
     if isinstance(err, (InputError, FileNotFoundError, NotADirectoryError, IsADirectoryError)):
         return 2
     if isinstance(err, RunFailure):

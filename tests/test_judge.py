@@ -253,7 +253,7 @@ def test_cli_refuses_to_start_over_budget(tmp_path):
         out = run_cli("--provider", "openai", "--base-url", server.url, "--model", "m", "--in", src,
                       "--out", tmp_path / "out.jsonl", "--api-key-env", KEY_ENV, "--price-prompt-per-1k", "10",
                       "--max-usd", "0.01", env={KEY_ENV: "sk-x"})
-    assert out.returncode == 2 and "exceeds judges.max_usd" in out.stderr
+    assert out.returncode == 3 and "exceeds judges.max_usd" in out.stderr
     assert server.requests == [] and not (tmp_path / "out.jsonl").exists()
 
 

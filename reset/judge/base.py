@@ -45,6 +45,8 @@ def result_row(item_id, rating=None, explanation="", error=None) -> dict:
 class JudgeFatalError(RuntimeError):
     """A problem no retry can fix (bad key, unknown model or URL): the run stops."""
 
+    exit_code = 2   # a configuration error (reset/cli.py)
+
 
 class Judge:
     """Shared driver: validation, de-duplication, cache, stats, input-order results."""

@@ -19,7 +19,6 @@ import logging
 import sys
 from pathlib import Path
 
-from reset.judge.base import JudgeFatalError
 from reset.judge.cache import compact
 from reset.judge.cost import BudgetExceeded, check_budget, estimate_cost
 from reset.judge.files import read_items, write_results
@@ -201,13 +200,10 @@ def _compact_main(argv) -> int:
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     _setup_logging()
-    try:
-        if argv[:1] == ["estimate"]:
-            return _estimate_main(argv[1:])
-        if argv[:1] == ["compact"]:
-            return _compact_main(argv[1:])
-        return _run_main(argv[1:] if argv[:1] == ["run"] else argv)
-    except (JudgeFatalError, BudgetExceeded, ValueError, FileNotFoundError) as err:
-        log.error("%s", err)
-        return 2
+    # errors end the run through reset.cli.run_cli: one line and the exit code of docs/judge.md
+    if argv[:1] == ["estimate"]:
+        return _estimate_main(argv[1:])
+    if argv[:1] == ["compact"]:
+        return _compact_main(argv[1:])
+    return _run_main(argv[1:] if argv[:1] == ["run"] else argv)
 

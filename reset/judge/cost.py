@@ -13,6 +13,8 @@ from reset.judge.settings import cache_key, judge_settings
 class BudgetExceeded(RuntimeError):
     """The estimated cost of a judge step is above judges.max_usd."""
 
+    exit_code = 3   # refused by its budget (reset/cli.py)
+
 
 def _cache_exists(path) -> bool:
     directory, legacy = cache_dir_and_legacy(path)
