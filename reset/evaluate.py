@@ -173,20 +173,34 @@ def faithfulness(rows, nli_cfg):
     return scores
 
 
-def if_scores(rows, judge_cfg, judge_model_dir, cache_path, max_usd=None, trust_remote_code=False):
-    """IF judge results for the IF rows (None for the others) and the judge's run summary."""
-    from reset.judge import check_budget, estimate_cost, make_judge
-
+def if_items(rows) -> tuple[list[int], list[dict]]:
+    """Row positions of the IF rows and their judge items {id, question, answer}."""
     index = [i for i, kind in enumerate(rows["kind"]) if kind == "if"]
+    items = [{"id": f"{rows.at[i, 'dataset']}/{rows.at[i, 'id']}", "question": judge_question(rows.loc[i]),
+              "answer": rows.at[i, "prediction"]} for i in index]
+    return index, items
+
+
+def check_if_budget(rows, judge_cfg, cache_path, max_usd) -> None:
+    """Refuse (BudgetExceeded, exit 3) when a paid judge's calls for these rows would cost over max_usd."""
+    from reset.judge import check_budget, estimate_cost
+
+    _, items = if_items(rows)
+    if not items or judge_cfg["provider"] != "openai" or max_usd is None:
+        return
+    estimate = estimate_cost(items, judge_cfg, cache_path=cache_path)
+    log.info("IF judge estimate: %d calls, ~$%.4f (cap $%.2f)", estimate["calls"], estimate["usd"], max_usd)
+    check_budget(estimate, max_usd)
+
+
+def if_scores(rows, judge_cfg, judge_model_dir, cache_path, trust_remote_code=False):
+    """IF judge results for the IF rows (None for the others) and the judge's run summary."""
+    from reset.judge import make_judge
+
+    index, items = if_items(rows)
     results = [None] * len(rows)
     if not index:
         return results, {}
-    items = [{"id": f"{rows.at[i, 'dataset']}/{rows.at[i, 'id']}", "question": judge_question(rows.loc[i]),
-              "answer": rows.at[i, "prediction"]} for i in index]
-    if judge_cfg["provider"] == "openai" and max_usd is not None:
-        estimate = estimate_cost(items, judge_cfg, cache_path=cache_path)
-        log.info("IF judge estimate: %d calls, ~$%.4f (cap $%.2f)", estimate["calls"], estimate["usd"], max_usd)
-        check_budget(estimate, max_usd)
     judge = make_judge(judge_cfg, model_dir=judge_model_dir, cache_path=cache_path,
                        trust_remote_code=trust_remote_code)
     try:
@@ -216,6 +230,7 @@ def score_generations(generation_paths, datasets, out_dir, judge_cfg, judge_mode
     if unknown:
         raise ValueError(f"generations hold set(s) {', '.join(unknown)} not in --datasets {' '.join(datasets)}")
     log.info("scoring %d generations from %d shard(s)", len(rows), len(generation_paths))
+    check_if_budget(rows, judge_cfg, judge_cache, max_usd)   # before any scoring work
     timings = {}
     start = time.time()
     rows["task"], rows["unigram_coverage"], rows["bigram_coverage"] = text_scores(rows)
@@ -224,8 +239,7 @@ def score_generations(generation_paths, datasets, out_dir, judge_cfg, judge_mode
     rows["faithfulness"] = faithfulness(rows, nli_cfg)
     timings["faithfulness"] = time.time() - start
     start = time.time()
-    verdicts, judge_summary = if_scores(rows, judge_cfg, judge_model_dir, judge_cache, max_usd,
-                                        judge_trust_remote_code)
+    verdicts, judge_summary = if_scores(rows, judge_cfg, judge_model_dir, judge_cache, judge_trust_remote_code)
     timings["if_judge"] = time.time() - start
     rows["if_score"] = [math.nan if v is None or v["score"] is None else float(v["score"]) for v in verdicts]
     rows["if_rating"] = [math.nan if v is None or v["rating"] is None else float(v["rating"]) for v in verdicts]

@@ -184,3 +184,24 @@ def test_trajectory_point_at_the_best_step_reuses_the_main_evaluation(eval_sets,
     points.write_text(json.dumps({"best": {"step": 4}}))
     with pytest.raises(ValueError, match="no step recorded for the 'first'"):
         evaluate.same_as_best(points, "first")
+
+
+def test_scoring_over_budget_exits_3_before_any_work(eval_sets, tmp_path, monkeypatch):
+    """A paid judge over judges.max_usd stops the scoring job first: no NLI, no request, no output."""
+    from chat_server import ChatServer
+
+    from reset.cli import run_cli
+
+    rows = pd.concat([pd.read_parquet(p) for p in eval_sets])
+    rows["prediction"], rows["n_tokens"], rows["finish_reason"] = "An answer.", 3, "stop"
+    rows.to_parquet(tmp_path / "g.parquet", index=False)
+    monkeypatch.setenv("RESET_TEST_JUDGE_KEY", "sk-test-0123456789")
+    with ChatServer() as server:
+        code = run_cli(evaluate.main, [
+            "score", "--generations", str(tmp_path / "g.parquet"), "--datasets", *SETS,
+            "--out-dir", str(tmp_path / "scored"), "--judge-provider", "openai", "--judge-model", "m",
+            "--judge-base-url", server.url, "--judge-api-key-env", "RESET_TEST_JUDGE_KEY",
+            "--judge-price-prompt-per-1k", "10", "--max-usd", "0.0001",
+            "--nli-model", str(tmp_path / "no-nli-model")], prog="reset.evaluate", sidecar=False)
+        assert code == 3 and server.requests == []
+    assert not (tmp_path / "scored").exists() or not any((tmp_path / "scored").iterdir())
