@@ -87,7 +87,7 @@ def _estimate_parser() -> argparse.ArgumentParser:
                     "status 3 when the estimate exceeds --max-usd. Either one judge (--in and the judge "
                     "flags) or several (--job, repeated); with --job the total is what --max-usd caps.",
         epilog="example: estimate --job if \"$(cat if.json)\" if_items.jsonl --job if_supercharged "
-               "'{\"provider\": \"openai\", \"model\": \"gpt-3.5-turbo\"}' s_items.jsonl --max-usd 100 --out est.json")
+               "'{\"provider\": \"openai\", \"model\": \"gpt-6.1-terra\"}' s_items.jsonl --max-usd 100 --out est.json")
     parser.add_argument("--in", dest="inputs", nargs="+", default=None,
                         help="one or more JSONL (or parquet) files of {id, question, answer}")
     parser.add_argument("--job", nargs="+", action="append", default=None, metavar="LABEL SETTINGS_JSON PATH",
