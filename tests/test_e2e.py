@@ -205,3 +205,24 @@ def test_every_computing_job_leaves_a_sidecar_the_report_gathers(run):
     assert "packages" in prov["report_host"] and "hardware" in prov["report_host"]
     page = (results / "report.html").read_text()
     assert "<h3>Jobs</h3>" in page and train["settings_hash"] in page and "Report host" in page
+
+
+GOLDEN = Path(__file__).parent / "golden" / "e2e_outputs.json"
+
+
+def test_curated_sets_and_main_table_keep_their_bytes(run):
+    """Refactoring keeps results: the curated sets and main_results.csv match the recorded digests.
+
+    A change meant to alter them (a new filter, a fixed metric) updates tests/golden/e2e_outputs.json
+    in the same commit (RESET_UPDATE_GOLDEN=1 rewrites it from this run) and says why.
+    """
+    import hashlib
+    import os
+
+    _, results, _ = run
+    golden = json.loads(GOLDEN.read_text())
+    now = {rel: hashlib.sha256((results / rel).read_bytes()).hexdigest() for rel in golden["sha256"]}
+    if os.environ.get("RESET_UPDATE_GOLDEN") == "1":
+        GOLDEN.write_text(json.dumps({**golden, "sha256": now}, indent=2) + "\n")
+    changed = sorted(rel for rel in now if now[rel] != golden["sha256"][rel])
+    assert not changed, f"{', '.join(changed)} changed bytes (see this test's docstring if that is intended)"
