@@ -26,8 +26,16 @@ $(STAMP): requirements.txt pyproject.toml
 # (tests/test_judge_llama_cpp.py). Pinned here, not in requirements.txt, because no pipeline
 # job needs it and it builds from source: about 12 CPU-minutes on a fresh machine; pip's
 # wheel cache keeps the built wheel, so later installs on the same machine take seconds.
+# GGML_NATIVE=OFF: a native build on a CPU with AMX runs batched matmuls through ggml's AMX
+# kernels, which crash on every prompt longer than one token (ggml-org/llama.cpp#20824;
+# docs/judge.md). A wheel cached from a native build is rebuilt.
+LLAMA_CPP := llama-cpp-python==0.3.36
+LLAMA_NO_AMX := $(PY) -c "import llama_cpp, sys; sys.exit('AMX' in llama_cpp.llama_print_system_info().decode())"
 $(LLAMA_STAMP): $(STAMP)
-	$(PY) -m pip install -q 'llama-cpp-python[server]==0.3.36'
+	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(PY) -m pip install -q 'llama-cpp-python[server]==0.3.36'
+	$(LLAMA_NO_AMX) || CMAKE_ARGS="-DGGML_NATIVE=OFF" $(PY) -m pip install -q --no-cache-dir --force-reinstall \
+		--no-deps '$(LLAMA_CPP)'
+	$(LLAMA_NO_AMX)
 	touch $(LLAMA_STAMP)
 
 demo: $(STAMP)
