@@ -27,7 +27,6 @@ preflight writes its report beside it as *.failed.json and not to --out itself.
 from __future__ import annotations
 
 import argparse
-import copy
 import gzip
 import json
 import os
@@ -107,19 +106,10 @@ class Context:
 # ---------------------------------------------------------------- config
 
 
-def merge(base: dict, overlay: dict) -> dict:
-    """Deep-merge `overlay` into a copy of `base` (nested mappings merge; other values replace)."""
-    out = copy.deepcopy(base)
-    for key, value in overlay.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
 def load_config(paths: list[str]) -> dict:
     import yaml
+
+    from reset.settings import merge
 
     config = {}
     for path in paths:

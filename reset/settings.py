@@ -686,13 +686,18 @@ def main(argv=None) -> int:
 
 
 def merge(base: dict, overlay: dict) -> dict:
-    """Nested merge of config mappings, later files winning, as Snakemake merges --configfile."""
-    out = dict(base)
+    """Nested merge of config mappings, later files winning, as Snakemake merges --configfile.
+
+    Returns a new mapping; neither argument is changed, and nothing of them is shared with it.
+    """
+    import copy
+
+    out = copy.deepcopy(base)
     for key, value in overlay.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
             out[key] = merge(out[key], value)
         else:
-            out[key] = value
+            out[key] = copy.deepcopy(value)
     return out
 
 

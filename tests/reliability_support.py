@@ -31,14 +31,6 @@ def env(**extra) -> dict:
     return out
 
 
-def merge(base: dict, over: dict) -> dict:
-    """Deep merge of two config mappings (like Snakemake's --configfile overlays)."""
-    out = dict(base)
-    for key, value in over.items():
-        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
-
-
 def shipped_datasets() -> dict:
     """config.yaml's datasets block with the shipped raw files made absolute."""
     base = yaml.safe_load((REPO / "config.yaml").read_text())

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from reset import settings
+
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
@@ -37,15 +39,7 @@ def test_paper_overlay_is_valid():
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     paper = yaml.safe_load((REPO / "experiments/paper.yaml").read_text())
 
-    def merge(base, over):
-        for key, value in over.items():
-            if isinstance(value, dict) and isinstance(base.get(key), dict):
-                merge(base[key], value)
-            else:
-                base[key] = value
-        return base
-
-    jsonschema.validate(merge(config, paper), schema)
+    jsonschema.validate(settings.merge(config, paper), schema)
 
 
 @pytest.mark.parametrize(

@@ -183,3 +183,26 @@ def test_killed_and_restarted_server_mid_run_loses_nothing(server, tmp_path):
     before = server.chat_requests()
     _, again, _ = run_judge(server, tmp_path, "run2", QUESTIONS)
     assert again["cache_hits"] == len(judged) and server.chat_requests() == before + again["requests"]
+
+
+def test_preflight_judge_check_against_the_server(server, monkeypatch):
+    """The preflight's judge check reads llama.cpp's model list: the served alias passes, another fails."""
+    import yaml
+
+    from reset import preflight, settings
+
+    base = yaml.safe_load((REPO / "config.yaml").read_text())
+    monkeypatch.setenv(KEY_ENV, "sk-local-llama")
+
+    def judge_checks(model):
+        judge = {"provider": "openai", "model": model, "base_url": server.url, "api_key_env": KEY_ENV,
+                 "price_prompt_per_1k": 0.0, "price_completion_per_1k": 0.0}
+        config = settings.merge(base, {"judges": {"if": judge, "if_supercharged": judge}})
+        return {c.name: c for c in preflight.check_judges(preflight.Context(config=config))}
+
+    served = judge_checks(ALIAS)
+    assert served["if"].ok and served["if_supercharged"].ok and served["max_usd"].ok, served
+    assert f"{ALIAS} served at {server.url}" in served["if"].message
+    gone = judge_checks("gpt-4-0613")
+    assert not gone["if"].ok and "does not serve 'gpt-4-0613'" in gone["if"].message
+    assert ALIAS in gone["if"].message   # the error lists what the server does serve

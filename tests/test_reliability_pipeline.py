@@ -32,7 +32,6 @@ from reliability_support import (
     REPO,
     kill_when,
     leftovers,
-    merge,
     shipped_datasets,
     snakemake,
     snakemake_cmd,
@@ -42,6 +41,7 @@ from reliability_support import (
 )
 
 from reset.judge import JudgeCache, cache_key, judge_settings
+from reset.settings import merge
 
 EXP = "rel"
 KEY_ENV = "RESET_RELIABILITY_API_KEY"
