@@ -22,6 +22,7 @@ the schema and the docs with the two commands above.
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import hashlib
 import json
@@ -690,8 +691,6 @@ def merge(base: dict, overlay: dict) -> dict:
 
     Returns a new mapping; neither argument is changed, and nothing of them is shared with it.
     """
-    import copy
-
     out = copy.deepcopy(base)
     for key, value in overlay.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):

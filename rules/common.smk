@@ -429,9 +429,14 @@ def eval_score_args():
     ])
 
 
+def paid_judge_runtime(cfg, prefix=""):
+    """A judging job's runtime flags: retries, concurrency, the prices, and the budget its paid-step
+    check compares them with before the first call (docs/config.md, "Gates")."""
+    return Runtime(f"{runtime_flags(cfg, prefix=prefix)} {cli_args({'--max-usd': S.judges.max_usd})}")
+
+
 def eval_score_runtime():
-    """Runtime judge keys: retries, concurrency, and the prices and budget of its paid-step check."""
-    return Runtime(f"{runtime_flags(S.judges.if_, prefix='judge-')} {cli_args({'--max-usd': S.judges.max_usd})}")
+    return paid_judge_runtime(S.judges.if_, prefix="judge-")
 
 
 def nli_args():
@@ -614,7 +619,6 @@ def judge_items_all(judge):
     return [res(p) for p in policy.judge_items_paths(CFG, judge)]
 
 
-# Judge keys that only price a step (the cost estimate's params); the judgements never depend on them
 def judge_settings_json(judge):
     """The output-affecting keys of judges.<judge> as JSON (runtime keys: candidate_judge_runtime)."""
     import json
@@ -642,7 +646,7 @@ def candidate_judge_inputs(wildcards):
 
 
 def candidate_judge_runtime(wildcards):
-    return Runtime(f"{runtime_flags(judge_settings(wildcards.judge))} {cli_args({'--max-usd': S.judges.max_usd})}")
+    return paid_judge_runtime(judge_settings(wildcards.judge))
 
 
 def candidate_judge_args(wildcards):
