@@ -156,14 +156,10 @@ class NLI:
         todo = list(dict.fromkeys(pair for pair in pairs if pair not in self.cache))
         if todo:
             encoded = self._encode(todo)
-            # longest first: the biggest batch runs first, so memory trouble shows at once
-            order = sorted(range(len(todo)), key=lambda i: -len(encoded[i]["input_ids"]))
             bar = tqdm(total=len(todo), unit="pair", desc=f"NLI ({self.name})",
                        disable=not self.progress or len(todo) <= self.batch_size)
             with torch.inference_mode():
-                for start in range(0, len(order), self.batch_size):
-                    idx = order[start:start + self.batch_size]
-                    out = self._forward([encoded[i] for i in idx])
+                for idx, out in self._batches(todo, encoded):
                     for i, row in zip(idx, out, strict=True):
                         self.cache[todo[i]] = row
                     bar.update(len(idx))
@@ -171,6 +167,15 @@ class NLI:
         if not pairs:
             return np.zeros((0, 2), dtype=np.float64)
         return np.stack([self.cache[pair] for pair in pairs]).astype(np.float64)
+
+    def _batches(self, pairs, encoded):
+        """Yield (indices into pairs, probs of those pairs), batch by batch: rows of similar
+        length together (reset.inference.length_batches), longest first, so memory trouble
+        shows at once and little compute goes to padding."""
+        from reset.inference import length_batches
+
+        for idx in length_batches([len(f["input_ids"]) for f in encoded], self.batch_size):
+            yield idx, self._forward([encoded[i] for i in idx])
 
     @staticmethod
     def _pad(rows: list[list[int]], pad_value: int, left: bool):
@@ -327,6 +332,41 @@ class LMNLI(NLI):
             self._shared = SharedPrefix(self.model, ids, self.device)
         return self._shared
 
+    def _batches(self, pairs, encoded):
+        """Pairs with the same premise run its tokens once (SharedPrefix.branched_last_logits).
+
+        SummaC-ZS checks every sentence of an answer against every context sentence, and
+        the candidates of one example share its context, so a premise sentence comes back
+        many times; its prompt ids up to where the hypotheses part ways (the common
+        prefix of the group's ids, exact whatever the tokenizer merges) are the group's
+        stem. Pairs the shared prefix does not cover (a hypothesis too long to fit) run
+        whole, as before.
+        """
+        shared = self.shared_prefix()
+        n = len(shared.ids)
+        ids = [f["input_ids"] for f in encoded]
+        loose = [i for i in range(len(pairs)) if not shared.covers(ids[i])]
+        for idx, out in super()._batches([pairs[i] for i in loose], [encoded[i] for i in loose]):
+            yield [loose[i] for i in idx], out
+        groups, skip = {}, set(loose)
+        for i in range(len(pairs)):
+            if i not in skip:
+                groups.setdefault(pairs[i][0], []).append(i)
+        stems = []   # (stem ids, members)
+        for members in groups.values():
+            stem = _common_prefix([ids[i][n:] for i in members])
+            stems.append((stem[:min(len(ids[i]) - n for i in members) - 1], members))   # each tail keeps >= 1 id
+        # a few batches' worth of stems at a time bounds the memory their keys and values take
+        chunk = 4 * self.batch_size
+        for start in range(0, len(stems), chunk):
+            part = stems[start:start + chunk]
+            idx = [i for _, members in part for i in members]
+            tails = [ids[i][n + len(stem):] for stem, members in part for i in members]
+            stem_of = [k for k, (_, members) in enumerate(part) for _ in members]
+            logits = shared.branched_last_logits([stem for stem, _ in part], tails, stem_of,
+                                                 self.tokenizer.pad_token_id, self.batch_size)
+            yield idx, self._label_probs(logits)
+
     def _forward(self, batch):
         # the worked examples are most of each prompt: running only the tails on their
         # cached keys and values is several times less compute
@@ -340,6 +380,19 @@ class LMNLI(NLI):
         label_probs = torch.stack([probs[:, ids].sum(-1) for ids in self.label_ids], dim=-1)
         label_probs = label_probs / label_probs.sum(-1, keepdim=True)
         return label_probs[:, [0, 2]].cpu().numpy()   # yes -> entail, no -> contradict
+
+
+def _common_prefix(rows: list[list[int]]) -> list[int]:
+    """The longest list every row starts with."""
+    first = rows[0]
+    length = len(first)
+    for row in rows[1:]:
+        length = min(length, len(row))
+        for k in range(length):
+            if row[k] != first[k]:
+                length = k
+                break
+    return list(first[:length])
 
 
 # Keys of judges.nli that a scoring job takes as flags (--nli-<key>); the model is the prepared

@@ -266,6 +266,37 @@ def _apply_top_k(logits, top_k):
 # ---------------------------------------------------------------- shared prefix
 
 
+def length_batches(lengths, max_rows: int, waste: float = 0.1) -> list[list[int]]:
+    """Indices of `lengths` in batches of at most max_rows rows, longest first, where padding
+    to the batch's longest row costs at most `waste` of the batch's compute."""
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    batches, batch, total = [], [], 0
+    for i in order:
+        if batch:
+            width = lengths[batch[0]]
+            rows = len(batch) + 1
+            if rows > max_rows or rows * width - (total + lengths[i]) > waste * rows * width:
+                batches.append(batch)
+                batch, total = [], 0
+        batch.append(i)
+        total += lengths[i]
+    if batch:
+        batches.append(batch)
+    return batches
+
+
+def _right_pad(rows, pad_id: int, width: int):
+    """(ids [rows, width] right-padded with pad_id, mask of the real ids)."""
+    import torch
+
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, :len(row)] = torch.tensor(row, dtype=torch.long)
+        mask[i, :len(row)] = 1
+    return ids, mask
+
+
 class SharedPrefix:
     """Last-position logits of many prompts that mostly start with the same token ids (a
     judge's or NLI's fixed instructions): the shared ids run through the model once, as a
@@ -307,17 +338,90 @@ class SharedPrefix:
         return self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
                           logits_to_keep=keep).logits[:, -keep:, :]
 
-    def _tail_logits(self, rows, pad_id: int, keep: int):
+    def _shared_cache(self, copies: int):
+        """A fresh copy of the shared ids' KV cache, repeated `copies` times along the batch."""
         import copy
 
         import torch
 
-        n = len(self.ids)
         if self._cache is None:
             self._cache = self.model(input_ids=torch.tensor([self.ids], device=self.device),
                                      use_cache=True).past_key_values
         cache = copy.deepcopy(self._cache)
-        cache.batch_repeat_interleave(len(rows))
+        cache.batch_repeat_interleave(copies)
+        return cache
+
+    def branched_last_logits(self, stems, tails, stem_of, pad_id: int, max_rows: int):
+        """Last-position logits [len(tails), vocab] of prompts shared ids + stems[stem_of[i]] + tails[i].
+
+        A second level of sharing: several prompts continue the shared ids with the same
+        stem (an NLI premise that every sentence of an answer is checked against), so each
+        stem runs once on the shared cache and each tail only on its stem's keys and
+        values. Stems, then tails, run in batches of at most `max_rows` rows of similar
+        length (length_batches), so little compute goes to padding. The padding inside a
+        prompt is masked out and positions continue from each row's real length: every
+        prompt gets the logits it gets when run whole. Every tail must hold at least one id.
+        """
+        import torch
+        from transformers import DynamicCache
+
+        if not tails or any(len(t) == 0 for t in tails):
+            raise ValueError("branched_last_logits: every tail needs at least one id")
+        n = len(self.ids)
+        stem_len = torch.tensor([len(s) for s in stems], dtype=torch.long)
+        width = int(stem_len.max()) if len(stems) else 0
+        shared = self._shared_cache(1)
+        stem_kv = None   # per layer [keys, values] of every stem, [stems, heads, width, dim]
+        for idx in length_batches(stem_len.tolist(), max_rows):
+            w = int(stem_len[idx].max())
+            if w == 0:
+                continue
+            cache = self._shared_cache(len(idx))
+            ids, mask = _right_pad([stems[i] for i in idx], pad_id, w)
+            attention = torch.cat([torch.ones((len(idx), n), dtype=torch.long), mask], dim=1)
+            self.model(input_ids=ids.to(self.device), attention_mask=attention.to(self.device),
+                       position_ids=(n + torch.arange(w)).expand(len(idx), w).to(self.device),
+                       past_key_values=cache, use_cache=True, logits_to_keep=1)
+            if stem_kv is None:
+                stem_kv = [[layer.keys.new_zeros((len(stems), *layer.keys.shape[1:2], width, layer.keys.shape[-1]))
+                            for _ in range(2)] for layer in cache.layers]
+            rows = torch.tensor(idx, device=self.device)
+            for layer, (keys, values) in zip(cache.layers, stem_kv, strict=True):
+                keys[rows, :, :w] = layer.keys[:, :, n:]
+                values[rows, :, :w] = layer.values[:, :, n:]
+        stem_mask = (torch.arange(width)[None, :] < stem_len[:, None]).long()
+        tail_len = torch.tensor([len(t) for t in tails], dtype=torch.long)
+        logits = None
+        for idx in length_batches(tail_len.tolist(), max_rows):
+            index = torch.tensor([stem_of[i] for i in idx], dtype=torch.long)
+            rows = index.to(self.device)
+            cache = DynamicCache(config=self.model.config)
+            for k, layer in enumerate(shared.layers):
+                parts = [(layer.keys.expand(len(idx), -1, -1, -1), layer.values.expand(len(idx), -1, -1, -1))]
+                if stem_kv is not None:
+                    parts.append((stem_kv[k][0][rows], stem_kv[k][1][rows]))
+                cache.update(torch.cat([p[0] for p in parts], dim=2), torch.cat([p[1] for p in parts], dim=2), k)
+            w = int(tail_len[idx].max())
+            ids, mask = _right_pad([tails[i] for i in idx], pad_id, w)
+            stem_part = stem_mask[index] if stem_kv is not None else stem_mask[index][:, :0]
+            attention = torch.cat([torch.ones((len(idx), n), dtype=torch.long), stem_part, mask], dim=1)
+            positions = n + stem_len[index][:, None] + torch.arange(w)[None, :]
+            last = tail_len[idx] - 1
+            needed = torch.unique(last)
+            out = self.model(input_ids=ids.to(self.device), attention_mask=attention.to(self.device),
+                             position_ids=positions.to(self.device), past_key_values=cache, use_cache=True,
+                             logits_to_keep=needed.to(self.device)).logits
+            picked = out[torch.arange(len(idx), device=self.device), torch.searchsorted(needed, last).to(self.device)]
+            if logits is None:
+                logits = picked.new_empty((len(tails), picked.shape[-1]))
+            logits[torch.tensor(idx, device=self.device)] = picked
+        return logits
+
+    def _tail_logits(self, rows, pad_id: int, keep: int):
+        import torch
+
+        n = len(self.ids)
+        cache = self._shared_cache(len(rows))
         tails = [list(r[n:]) for r in rows]
         width = max(len(t) for t in tails)
         input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)

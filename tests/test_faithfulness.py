@@ -256,3 +256,46 @@ def test_lm_backend_shared_prefix_cache_gives_the_full_prompt_result(smollm2_dir
         cached = nli._forward(features)
     np.testing.assert_allclose(cached, whole, atol=1e-4)
     assert np.allclose(nli.probs(pairs), whole, atol=1e-4)
+
+
+def test_lm_backend_premise_groups_give_the_whole_prompt_result(smollm2_dir):
+    """Pairs sharing a premise run it once (SharedPrefix.branched_last_logits): every pair must still get
+    what its whole prompt gives, whatever the group sizes, the batch size and the chunking of stems."""
+    import torch
+
+    nli = load_nli("lm", smollm2_dir, max_length=200, batch_size=3, progress=False)
+    premises = ["The cat sat on the mat in the kitchen.", "Paris is the capital of France.",
+                "The meeting moved to Tuesday afternoon after a long discussion about the budget.",
+                "Rain fell.", " ".join(["The committee met again to review the budget."] * 20)]
+    hypotheses = ["A cat was on a mat.", "Berlin is the capital of France.", "The meeting is on Tuesday.",
+                  "It rained all week in the city.", "The committee reviewed the budget.", "No."]
+    # 5 premises x 6 hypotheses: groups of 6 > batch 3, the long premise is cut to fit, one hypothesis
+    # is too long for any premise to fit in front of it (runs whole)
+    pairs = [(p, h) for p in premises for h in hypotheses] + [("The committee met.", "word " * 300)]
+    features = nli._encode(pairs)
+    shared = nli.shared_prefix()
+    assert not shared.covers(features[-1]["input_ids"])
+    with torch.inference_mode():
+        whole = np.concatenate([
+            nli._label_probs(shared.whole_logits([f["input_ids"] for f in features[i:i + 4]],
+                                                 nli.tokenizer.pad_token_id)[:, 0])
+            for i in range(0, len(features), 4)])
+    np.testing.assert_allclose(nli.probs(pairs), whole, atol=1e-4)   # batches of up to 3 rows, one chunk
+    nli.clear_cache()
+    nli.batch_size = 1   # 5 stems > one chunk (4 x batch size): two chunks
+    np.testing.assert_allclose(nli.probs(pairs), whole, atol=1e-4)
+
+
+def test_length_batches_bound_rows_and_padding():
+    from reset.inference import length_batches
+
+    lengths = [5, 50, 48, 7, 49, 6, 20, 5]
+    batches = length_batches(lengths, max_rows=2, waste=0.1)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    assert all(len(b) <= 2 for b in batches)
+    for b in batches:   # longest first, and padding to the first costs at most 10% of the batch
+        width = lengths[b[0]]
+        assert all(lengths[i] <= width for i in b)
+        assert len(b) * width - sum(lengths[i] for i in b) <= 0.1 * len(b) * width
+    assert [lengths[b[0]] for b in batches] == sorted((lengths[b[0]] for b in batches), reverse=True)
+    assert length_batches([], 4) == []
