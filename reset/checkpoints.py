@@ -75,8 +75,18 @@ def strip_training_state(path: Path) -> None:
             item.unlink()
 
 
-def prepare_checkpoint_dir(checkpoint_dir, fingerprint: dict) -> None:
-    """Start fresh if the checkpoints belong to another job configuration; drop incomplete ones."""
+def holds_optimizer_state(path: Path) -> bool:
+    """Whether a checkpoint can be resumed from: the Trainer's optimiser file, or DeepSpeed's shards."""
+    return (path / "optimizer.pt").is_file() or (path / "latest").is_file()
+
+
+def prepare_checkpoint_dir(checkpoint_dir, fingerprint: dict, steps: int | None = None) -> None:
+    """Start fresh if the checkpoints belong to another job configuration; drop incomplete ones.
+
+    With `steps` (the job's planned optimiser steps): a latest checkpoint before the last step
+    that holds no optimiser state (training.resumable: false) cannot be resumed from without
+    changing the result, so every checkpoint goes and the job trains from step 0.
+    """
     root = Path(checkpoint_dir)
     root.mkdir(parents=True, exist_ok=True)
     marker = root / FINGERPRINT_FILE
@@ -90,6 +100,12 @@ def prepare_checkpoint_dir(checkpoint_dir, fingerprint: dict) -> None:
     for step, path in checkpoints.items():
         if not is_complete(path):
             log.warning("removing incomplete checkpoint %s (step %d)", path, step)
+            remove_checkpoint(path)
+    latest = latest_complete_checkpoint(root)
+    if steps is not None and latest is not None and checkpoint_step(latest) < steps \
+            and not holds_optimizer_state(latest):
+        log.warning("%s holds no optimiser state (training.resumable: false): training again from step 0", latest)
+        for path in list_checkpoints(root).values():
             remove_checkpoint(path)
     write_json(fingerprint, marker)
 

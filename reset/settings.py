@@ -183,6 +183,10 @@ class Training(Section):
     gradient_checkpointing: bool = setting(False, "recompute activations in the backward pass (less memory, more "
                                                   "compute)")
     deepspeed_config: str = setting("resources/deepspeed/zero3.json", "ZeRO-3 config used when a job has GPUs")
+    resumable: bool = setting(True, "intermediate checkpoints keep the optimiser state, so a job killed mid-run "
+                                    "resumes where it stopped; false: they hold the model only and a killed job "
+                                    "trains again from step 0 (for jobs of seconds, where writing that state costs "
+                                    "more than the steps it saves)", output=False)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -278,7 +278,7 @@ def job_fingerprint(args, world_size: int) -> dict:
                          for p in Path(args.model).iterdir() if p.is_file())
     settings = {k: v for k, v in vars(args).items()
                 if k not in ("model", "train", "dev", "out", "trajectory_out", "checkpoint_dir", "threads",
-                             "trust_remote_code", "logging_steps")}
+                             "trust_remote_code", "logging_steps", "resumable")}
     if args.deepspeed:
         settings["deepspeed"] = json.loads(Path(args.deepspeed).read_text())
     fingerprint = {"model": hashlib.sha1(json.dumps(model_files).encode()).hexdigest(),
@@ -392,7 +392,7 @@ def training_arguments(args, accumulation: int, steps: int, use_gpu: bool):
         eval_steps=args.save_steps,
         save_strategy="steps",
         save_steps=args.save_steps,
-        save_only_model=False,
+        save_only_model=not args.resumable,   # the last checkpoint is model-only either way (CheckpointKeeper)
         logging_steps=args.logging_steps,
         logging_first_step=True,
         include_num_input_tokens_seen="non_padding",
@@ -531,7 +531,7 @@ def run(args) -> dict | None:
         raise RuntimeError(f"Trainer sees {targs.world_size} processes, WORLD_SIZE says {world_size}")
     with targs.main_process_first(local=False, desc="checkpoint directory"):
         if targs.process_index == 0:
-            prepare_checkpoint_dir(args.checkpoint_dir, job_fingerprint(args, world_size))
+            prepare_checkpoint_dir(args.checkpoint_dir, job_fingerprint(args, world_size), steps)
     resume = latest_complete_checkpoint(args.checkpoint_dir)
     state = finished_state(resume, steps)
     if state is not None:

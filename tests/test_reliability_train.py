@@ -147,3 +147,30 @@ def test_incomplete_checkpoint_is_discarded_not_resumed(tiny_llama_dir, data, un
     assert summary["resumed_from_step"] == latest
     clean = json.loads((uninterrupted / "model" / "training_summary.json").read_text())
     assert summary["best_step"] == clean["best_step"]
+
+
+def test_non_resumable_checkpoints_hold_the_model_only_and_a_killed_job_starts_again(tiny_llama_dir, data,
+                                                                                    uninterrupted, tmp_path):
+    """training.resumable: false (the demo): no optimiser state is written; a killed job cannot resume
+    without changing its result, so it trains again from step 0 and ends identical to a resumable run."""
+    cmd = train_cmd(tiny_llama_dir, data, tmp_path) + ["--no-resumable"]
+    proc = start(cmd, tmp_path / "train.log")
+    checkpoints = tmp_path / "checkpoints"
+    kill_when(proc, lambda: any(step >= 2 * SAVE for step in complete_steps(checkpoints)))
+    killed_at = max(complete_steps(checkpoints))
+    assert killed_at < STEPS, "the job finished before it could be killed"
+    latest = checkpoints / f"checkpoint-{killed_at}"
+    assert (latest / "model.safetensors").is_file() and not (latest / "optimizer.pt").exists()
+
+    second = tmp_path / "rerun.log"
+    proc = subprocess.run(cmd, stdout=open(second, "w"), stderr=subprocess.STDOUT, cwd=REPO, env=env(), timeout=600)
+    assert proc.returncode == 0, tail(second)
+    assert f"{latest} holds no optimiser state (training.resumable: false): training again from step 0" \
+        in second.read_text(), tail(second)
+    summary = json.loads((tmp_path / "model" / "training_summary.json").read_text())
+    assert summary["resumed_from_step"] is None and summary["steps"] == STEPS
+    clean = json.loads((uninterrupted / "model" / "training_summary.json").read_text())
+    assert [r["perplexity"] for r in summary["eval"]] == [r["perplexity"] for r in clean["eval"]]
+    for model in ("model", "trajectory/first", "trajectory/last"):
+        a, b = weights(tmp_path / model), weights(uninterrupted / model)
+        assert all(torch.equal(a[name], b[name]) for name in a), model
