@@ -556,6 +556,12 @@ def training_targets():
 # ---------------------------------------------------------------- ReSet
 # (sampling, candidate judges, curation: rules/sample.smk, judge.smk, curate.smk)
 
+# The data collection (sampling -> candidate scores -> curation) leads to the ReSet trainings,
+# the pipeline's longest chain; its jobs go ahead of baseline evaluations, which can fill any
+# free core later. Without it the two sampling shards of the demo ran one after the other
+# beside evaluation jobs, and the ReSet trainings started minutes later (docs/performance.md).
+COLLECTION_PRIORITY = 10
+
 # Paths of the data collection: shared, or under seed{n}/ with sampling.per_seed, where the rules
 # carry a {seed} wildcard (reset/policy.py). In shared mode the paths have no wildcard.
 policy.check_collection(CFG)

@@ -27,6 +27,7 @@ rule curate:
         summary=collection("curated", "{curated}_summary.json"),
     params:
         args=curate_args,
+    priority: COLLECTION_PRIORITY
     log:
         logs(policy.collection_path(CFG, "curated", "{curated}.log")),
     benchmark:

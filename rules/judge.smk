@@ -30,6 +30,7 @@ rule judge_items:
     params:
         rounds=lambda w: judge_rounds(w.judge),
         truncated=truncated_flag(),
+    priority: COLLECTION_PRIORITY
     log:
         logs(policy.candidate_scores_path(CFG, "{judge}_items.log")),
     benchmark:
@@ -72,6 +73,7 @@ rule judge_candidates:
         args=candidate_judge_args,
         runtime=candidate_judge_runtime,
     threads: 1
+    priority: COLLECTION_PRIORITY
     log:
         logs(policy.candidate_scores_path(CFG, "{judge}.log")),
     benchmark:
@@ -95,6 +97,7 @@ rule score_faithfulness:
     params:
         args=candidate_nli_args(),
     threads: 1
+    priority: COLLECTION_PRIORITY
     log:
         logs(policy.candidate_scores_path(CFG, "faithfulness.log")),
     benchmark:
@@ -113,6 +116,7 @@ rule score_task:
     output:
         scores=candidate_scores("task.parquet"),
         dedup=candidate_scores("task_dedup.json"),
+    priority: COLLECTION_PRIORITY
     log:
         logs(policy.candidate_scores_path(CFG, "task.log")),
     benchmark:

@@ -23,6 +23,7 @@ rule sampling_subset:
     params:
         pools=sampling_pool_args,
         args=sampling_subset_args(),
+    priority: COLLECTION_PRIORITY
     log:
         logs("sampling", "subset.log"),
     benchmark:
@@ -44,6 +45,7 @@ rule sample:
     params:
         args=sweep_args(),
     threads: 1
+    priority: COLLECTION_PRIORITY
     log:
         logs(policy.collection_path(CFG, "sampling", "shard{shard}.log")),
     benchmark:
