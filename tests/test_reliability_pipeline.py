@@ -67,7 +67,8 @@ def overlay(url) -> dict:
     return merge(e2e, {
         "experiment": EXP, "seeds": [1], "datasets": shipped_datasets(),
         "models": {"base": {"source": tiny}, "instruct": {"source": tiny}},
-        "training": {"deepspeed_config": str(REPO / "resources" / "deepspeed" / "zero3.json")},
+        # the paper's setting: checkpoints keep their optimiser state, so a killed training resumes
+        "training": {"deepspeed_config": str(REPO / "resources" / "deepspeed" / "zero3.json"), "resumable": True},
         "sampling": {"shards": 2},
         "judges": {"if": judge_block("if", url), "if_supercharged": judge_block("if_supercharged", url),
                    "nli": {"model": tiny}},
